@@ -1,0 +1,346 @@
+"""Windowed pooling: max, min, average, Lp, and the generic reduction."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.typing import ArrayLike
+
+from jaxpool import _lowering
+from jaxpool._spec import WindowSpec, window_spec
+from jaxpool._typing import IntOrSequence, PaddingLike, Reducer, Shape
+
+_LAYOUT_DOC = """Shapes: ``x`` is ``(*batch, *spatial, C)``, or ``(*batch, C, *spatial)``
+  with ``channels_first=True``, with any number of batch dims (none
+  included); the number of spatial dims is ``len(window_shape)``. Along each
+  spatial dim of size ``n`` with padding ``(lo, hi)``, window ``k``, stride
+  ``s`` and dilation ``d``, the output size is
+  ``floor((n + lo + hi - d * (k - 1) - 1) / s) + 1``; with ``ceil_mode`` the
+  floor is a ceiling, less one if the last window would start in the right
+  padding (PyTorch's rule)."""
+
+
+def _documented(fn):
+  """Puts the shared shape rule into ``fn``'s docstring."""
+  fn.__doc__ = fn.__doc__.replace("{layout}", _LAYOUT_DOC)
+  return fn
+
+
+def accumulation_dtype(dtype) -> tuple[np.dtype, np.dtype]:
+  """The dtype a sum of ``dtype`` accumulates in, and the result dtype.
+
+  Half precision accumulates in float32 and returns its own dtype; integers
+  and bools average to the default float dtype, as ``jnp.mean`` does.
+  """
+  dtype = np.dtype(dtype)
+  if jnp.issubdtype(dtype, jnp.inexact):
+    if jnp.finfo(dtype).bits < 32:
+      return np.dtype(np.float32), dtype
+    return dtype, dtype
+  default = jax.dtypes.canonicalize_dtype(np.float64)
+  return default, default
+
+
+def _spec(x: jax.Array, window_shape, strides, padding, dilation, ceil_mode,
+          channels_first) -> WindowSpec:
+  return window_spec(x.shape, window_shape, strides, padding,
+                     dilation=dilation, ceil_mode=ceil_mode,
+                     channels_first=channels_first)
+
+
+def _spatial_constant(values: np.ndarray, spec: WindowSpec, dtype):
+  """A per-output-position constant, shaped to broadcast against outputs."""
+  values = np.asarray(values)
+  if np.all(values == values.flat[0]):
+    return np.asarray(values.flat[0], dtype)
+  return values.reshape(spec.full(values.shape, 1)).astype(dtype)
+
+
+@_documented
+def pool(x: ArrayLike, init: ArrayLike, reducer: Reducer,
+         window_shape: Shape, strides: IntOrSequence | None = None,
+         padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
+         ceil_mode: bool = False, channels_first: bool = False) -> jax.Array:
+  """Reduces every window of ``x`` with ``reducer``, starting from ``init``.
+
+  The generic windowed reduction, one ``lax.reduce_window``: padding (the
+  user's and that ``ceil_mode`` adds) is filled with ``init``.
+
+  {layout}
+  Example:
+    >>> y = jaxpool.pool(x, -jnp.inf, jax.lax.max, (2, 2))
+
+  Args:
+    x: the input.
+    init: the reduction's identity, e.g. ``0`` for ``lax.add``.
+    reducer: a binary reduction such as ``lax.add`` or ``lax.max``.
+    window_shape: the window's size along each spatial dim.
+    strides: an int or one per spatial dim; default: the window.
+    padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
+    dilation: an int or one per spatial dim.
+    ceil_mode: round the output size up, as PyTorch.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the reduced array, of ``x``'s dtype.
+
+  Raises:
+    ValueError: for a non-positive window, stride or dilation, an unknown or
+      ill-sized padding, a window larger than the padded input, or ``x`` with
+      too few dims.
+  """
+  x = jnp.asarray(x)
+  spec = _spec(x, window_shape, strides, padding, dilation, ceil_mode,
+               channels_first)
+  return lax.reduce_window(
+      x, jnp.asarray(init, x.dtype), reducer, spec.full(spec.window, 1),
+      spec.full(spec.strides, 1), spec.full(spec.total_padding, (0, 0)),
+      window_dilation=spec.full(spec.dilation, 1))
+
+
+@_documented
+def max_pool(x: ArrayLike, window_shape: Shape,
+             strides: IntOrSequence | None = None,
+             padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
+             ceil_mode: bool = False,
+             channels_first: bool = False) -> jax.Array:
+  """Max pooling, with PyTorch's values and gradients.
+
+  Padding never wins (floats pad with ``-inf``, integers with their minimum).
+  A NaN in a window makes its output NaN. The gradient of each window goes to
+  one element: the first maximum in row-major window order (the last NaN, if
+  any), as ``torch.nn.functional.max_pool{1,2,3}d`` does, dilation included.
+
+  {layout}
+  Example:
+    >>> y = jaxpool.max_pool(jnp.ones((8, 32, 32, 3)), (2, 2))  # (8, 16, 16, 3)
+
+  Args:
+    x: the input, float, integer or bool.
+    window_shape: the window's size along each spatial dim.
+    strides: an int or one per spatial dim; default: the window.
+    padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
+    dilation: an int or one per spatial dim (PyTorch's ``dilation``).
+    ceil_mode: round the output size up, as PyTorch.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the pooled array, of ``x``'s dtype.
+
+  Raises:
+    ValueError: for a non-positive window, stride or dilation, an unknown or
+      ill-sized padding, a window larger than the padded input, or ``x`` with
+      too few dims.
+  """
+  x = jnp.asarray(x)
+  spec = _spec(x, window_shape, strides, padding, dilation, ceil_mode,
+               channels_first)
+  return _lowering.window_reduce(x, spec, "max")
+
+
+@_documented
+def min_pool(x: ArrayLike, window_shape: Shape,
+             strides: IntOrSequence | None = None,
+             padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
+             ceil_mode: bool = False,
+             channels_first: bool = False) -> jax.Array:
+  """Min pooling: :func:`max_pool` with the order reversed.
+
+  It equals ``-max_pool(-x)`` (PyTorch has no min pool), also in its
+  gradient: the first minimum in row-major window order, the last NaN if
+  any; padding is ``+inf`` (integers: their maximum) and never wins.
+
+  {layout}
+  Example:
+    >>> y = jaxpool.min_pool(jnp.ones((8, 32, 32, 3)), (3, 3), 2, 1)
+
+  Args:
+    x: the input, float, integer or bool.
+    window_shape: the window's size along each spatial dim.
+    strides: an int or one per spatial dim; default: the window.
+    padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
+    dilation: an int or one per spatial dim.
+    ceil_mode: round the output size up, as PyTorch.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the pooled array, of ``x``'s dtype.
+
+  Raises:
+    ValueError: as :func:`max_pool`.
+  """
+  x = jnp.asarray(x)
+  spec = _spec(x, window_shape, strides, padding, dilation, ceil_mode,
+               channels_first)
+  return _lowering.window_reduce(x, spec, "min")
+
+
+def _check_divisor(divisor_override) -> None:
+  if divisor_override is None:
+    return
+  if isinstance(divisor_override, (bool, np.bool_)) or not isinstance(
+      divisor_override, numbers.Integral):
+    raise TypeError(
+        f"divisor_override must be an int or None, got {divisor_override!r}.")
+  if divisor_override == 0:
+    raise ValueError("divisor_override must not be 0.")
+
+
+def _window_mean(x: jax.Array, spec: WindowSpec, count_include_pad: bool,
+                 divisor_override: int | None) -> jax.Array:
+  acc, out = accumulation_dtype(x.dtype)
+  total = _lowering.window_reduce(x.astype(acc), spec, "sum")
+  if divisor_override is not None:
+    divisor = np.asarray(divisor_override, acc)
+  else:
+    divisor = _spatial_constant(spec.divisor(count_include_pad), spec, acc)
+  return (total / divisor).astype(out)
+
+
+@_documented
+def avg_pool(x: ArrayLike, window_shape: Shape,
+             strides: IntOrSequence | None = None,
+             padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
+             ceil_mode: bool = False, count_include_pad: bool = True,
+             divisor_override: int | None = None,
+             channels_first: bool = False) -> jax.Array:
+  """Average pooling, with PyTorch's divisors.
+
+  Padding is zeros. Each window's sum is divided by ``divisor_override`` if
+  given; else, with ``count_include_pad``, by the number of its taps inside
+  the input or the padding (taps in the overhang that ``ceil_mode`` adds do
+  not count), and without it by the number inside the input, as
+  ``torch.nn.functional.avg_pool{1,2,3}d``. Half precision accumulates in
+  float32; integer inputs give the default float dtype.
+
+  {layout}
+  Example:
+    >>> y = jaxpool.avg_pool(jnp.ones((8, 32, 32, 3)), (3, 3), 2, 1)
+
+  Args:
+    x: the input.
+    window_shape: the window's size along each spatial dim.
+    strides: an int or one per spatial dim; default: the window.
+    padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
+    dilation: an int or one per spatial dim (PyTorch has none for averages).
+    ceil_mode: round the output size up, as PyTorch.
+    count_include_pad: count padded taps in the divisor.
+    divisor_override: divide every window's sum by this instead.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the pooled array, of ``x``'s dtype (float for integer ``x``).
+
+  Raises:
+    ValueError: as :func:`max_pool`, and for ``divisor_override=0``.
+  """
+  x = jnp.asarray(x)
+  spec = _spec(x, window_shape, strides, padding, dilation, ceil_mode,
+               channels_first)
+  if not isinstance(count_include_pad, (bool, np.bool_)):
+    raise TypeError(
+        f"count_include_pad must be a bool, got {count_include_pad!r}.")
+  _check_divisor(divisor_override)
+  return _window_mean(x, spec, bool(count_include_pad), divisor_override)
+
+
+def _check_p(p) -> float:
+  if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
+    raise TypeError(f"p must be a real number, got {p!r}.")
+  if not (math.isfinite(p) and p > 0):
+    raise ValueError(f"p must be finite and > 0, got {p!r}.")
+  return float(p)
+
+
+@_documented
+def lp_pool(x: ArrayLike, p: float, window_shape: Shape,
+            strides: IntOrSequence | None = None,
+            padding: PaddingLike = "VALID", *, ceil_mode: bool = False,
+            channels_first: bool = False) -> jax.Array:
+  """Power-average (Lp) pooling: ``(sum x**p) ** (1/p)`` over each window.
+
+  PyTorch's definition, ``torch.nn.functional.lp_pool{1,2,3}d``: it computes
+  ``(avg_pool(x**p) * window_size) ** (1/p)``, so a window that overhangs
+  the input in ``ceil_mode`` has its sum scaled by ``window_size / taps
+  inside``. Padding is zeros. Negative sums with a fractional ``1/p`` are
+  NaN, as there. A window whose sum is zero has value and gradient zero.
+
+  {layout}
+  Example:
+    >>> y = jaxpool.lp_pool(jnp.ones((8, 32, 32, 3)), 2.0, (2, 2))
+
+  Args:
+    x: the input.
+    p: the power, finite and positive.
+    window_shape: the window's size along each spatial dim.
+    strides: an int or one per spatial dim; default: the window.
+    padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs
+      (PyTorch has no padding here).
+    ceil_mode: round the output size up, as PyTorch.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the pooled array, of ``x``'s dtype (float for integer ``x``).
+
+  Raises:
+    ValueError: as :func:`max_pool`, and for ``p`` not finite and positive.
+  """
+  x = jnp.asarray(x)
+  p = _check_p(p)
+  spec = _spec(x, window_shape, strides, padding, 1, ceil_mode,
+               channels_first)
+  acc, out = accumulation_dtype(x.dtype)
+  xa = x.astype(acc)
+  powered = lax.integer_pow(xa, int(p)) if p.is_integer() else jnp.power(
+      xa, np.asarray(p, acc))
+  total = _window_mean(powered, spec, True, None).astype(acc) * np.asarray(
+      spec.window_size, acc)
+  # Double where: the root's derivative at 0 is infinite; PyTorch's is 0.
+  zero = total == 0
+  safe = jnp.where(zero, np.asarray(1, acc), total)
+  root = jnp.where(zero, np.asarray(0, acc),
+                   jnp.power(safe, np.asarray(1 / p, acc)))
+  return root.astype(out)
+
+
+@_documented
+def pool_output_shape(input_shape: Sequence[int], window_shape: Shape,
+                      strides: IntOrSequence | None = None,
+                      padding: PaddingLike = "VALID",
+                      dilation: IntOrSequence = 1, ceil_mode: bool = False,
+                      channels_first: bool = False) -> tuple[int, ...]:
+  """The shape a windowed pooling of an input of ``input_shape`` returns.
+
+  It applies the same checks as the pooling functions, so it raises for
+  arguments they would reject.
+
+  {layout}
+  Example:
+    >>> jaxpool.pool_output_shape((8, 7, 7, 3), (3, 3), 2, ceil_mode=True)
+    (8, 3, 3, 3)
+
+  Args:
+    input_shape: the full input shape, batch and channel dims included.
+    window_shape: the window's size along each spatial dim.
+    strides: an int or one per spatial dim; default: the window.
+    padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
+    dilation: an int or one per spatial dim.
+    ceil_mode: round the output size up, as PyTorch.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the output shape, batch and channel dims included.
+
+  Raises:
+    ValueError: as :func:`max_pool`.
+  """
+  spec = window_spec(input_shape, window_shape, strides, padding,
+                     dilation=dilation, ceil_mode=ceil_mode,
+                     channels_first=channels_first)
+  return spec.output_shape(input_shape)

@@ -1,0 +1,302 @@
+"""Normalising and checking the static arguments of a windowed pooling.
+
+Every public pooling function calls :func:`window_spec` once, at trace time.
+It turns the user's window, strides, padding, dilation, ``ceil_mode`` and
+layout into one frozen :class:`WindowSpec` and raises ``ValueError`` or
+``TypeError`` naming the argument for anything XLA would otherwise reject
+(or, worse, silently accept) deep inside ``lax.reduce_window``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from jaxpool._typing import IntOrSequence, PaddingLike
+
+_PADDING_WORDS = ("VALID", "SAME")
+
+
+@dataclasses.dataclass(frozen=True)
+class WindowSpec:
+  """A fully resolved windowed reduction over the spatial axes of an array.
+
+  Attributes:
+    ndim: rank of the input array.
+    spatial_axes: the axes of the input that are spatial, in order.
+    channel_axis: the axis holding the channels.
+    in_shape: input size of each spatial dim.
+    window: window size of each spatial dim.
+    strides: stride of each spatial dim.
+    dilation: dilation of each spatial dim.
+    padding: the user's ``(low, high)`` padding of each spatial dim (after
+      resolving ``"SAME"``); it counts for ``count_include_pad``.
+    extra: the padding ``ceil_mode`` adds after ``padding[i][1]`` so that the
+      last window fits; it never counts for ``count_include_pad``.
+    out_shape: output size of each spatial dim.
+  """
+
+  ndim: int
+  spatial_axes: tuple[int, ...]
+  channel_axis: int
+  in_shape: tuple[int, ...]
+  window: tuple[int, ...]
+  strides: tuple[int, ...]
+  dilation: tuple[int, ...]
+  padding: tuple[tuple[int, int], ...]
+  extra: tuple[int, ...]
+  out_shape: tuple[int, ...]
+
+  @property
+  def nspatial(self) -> int:
+    return len(self.window)
+
+  @property
+  def effective_window(self) -> tuple[int, ...]:
+    return tuple(d * (k - 1) + 1 for k, d in zip(self.window, self.dilation))
+
+  @property
+  def total_padding(self) -> tuple[tuple[int, int], ...]:
+    """Padding actually applied: the user's plus the ``ceil_mode`` extra."""
+    return tuple((lo, hi + e) for (lo, hi), e in zip(self.padding, self.extra))
+
+  @property
+  def window_size(self) -> int:
+    return math.prod(self.window)
+
+  def full(self, per_spatial: Sequence[Any], fill: Any) -> tuple[Any, ...]:
+    """Spreads a per-spatial-dim tuple over all ``ndim`` axes."""
+    out = [fill] * self.ndim
+    for axis, value in zip(self.spatial_axes, per_spatial):
+      out[axis] = value
+    return tuple(out)
+
+  def output_shape(self, input_shape: Sequence[int]) -> tuple[int, ...]:
+    """The full output shape for an input of ``input_shape``."""
+    shape = list(input_shape)
+    for axis, size in zip(self.spatial_axes, self.out_shape):
+      shape[axis] = size
+    return tuple(shape)
+
+  def divisor(self, count_include_pad: bool) -> np.ndarray:
+    """Number of window taps counted by an average, per output position.
+
+    PyTorch's rule: with ``count_include_pad`` every tap inside the input or
+    the user's padding counts, taps in the ``ceil_mode`` overhang do not;
+    without it only taps inside the input count. Dilated taps that fall
+    between counted positions are not taps, so they never count.
+
+    Returns:
+      a float array of shape ``out_shape``.
+    """
+    counts = []
+    for n, k, s, d, (lo, hi), o in zip(self.in_shape, self.window,
+                                       self.strides, self.dilation,
+                                       self.padding, self.out_shape):
+      start = np.arange(o)[:, None] * s + np.arange(k)[None, :] * d - lo
+      low, high = (-lo, n + hi) if count_include_pad else (0, n)
+      counts.append(((start >= low) & (start < high)).sum(axis=1))
+    divisor = np.ones((), np.float64)
+    for c in counts:
+      divisor = np.multiply.outer(divisor, c)
+    return divisor.astype(np.float64)
+
+  def first_valid_tap(self) -> np.ndarray:
+    """Row-major index of the first window tap inside the input.
+
+    PyTorch's max pooling starts its search at this tap, so a window whose
+    elements are all ``-inf`` reports (and back-propagates to) it.
+
+    Returns:
+      an int32 array of shape ``out_shape``.
+    """
+    index = np.zeros((), np.int64)
+    for n, k, s, d, (lo, _), o in zip(self.in_shape, self.window,
+                                      self.strides, self.dilation,
+                                      self.padding, self.out_shape):
+      start = np.arange(o)[:, None] * s + np.arange(k)[None, :] * d - lo
+      valid = (start >= 0) & (start < n)
+      first = np.where(valid.any(axis=1), valid.argmax(axis=1), 0)
+      index = np.add.outer(index * k, first)
+    return index.astype(np.int32)
+
+
+def _index(value: Any, name: str) -> int:
+  if isinstance(value, (bool, np.bool_)):
+    raise TypeError(f"{name} must be an int, got {value!r}.")
+  try:
+    return operator.index(value)
+  except TypeError:
+    raise TypeError(
+        f"{name} must be an int, got {value!r} of type "
+        f"{type(value).__name__}.") from None
+
+
+def int_tuple(value: IntOrSequence, n: int, name: str, *,
+              minimum: int = 1) -> tuple[int, ...]:
+  """An int or a sequence of ``n`` ints, each at least ``minimum``."""
+  if isinstance(value, Sequence) and not isinstance(value, str):
+    values = tuple(_index(v, name) for v in value)
+    if len(values) != n:
+      raise ValueError(
+          f"{name} must have one entry per spatial dim ({n}), got "
+          f"{tuple(value)!r}.")
+  else:
+    values = (_index(value, name),) * n
+  if any(v < minimum for v in values):
+    raise ValueError(f"{name} must be >= {minimum}, got {value!r}.")
+  return values
+
+
+def window_tuple(window_shape: Any) -> tuple[int, ...]:
+  """Checks ``window_shape``: a non-empty sequence of positive ints."""
+  if not isinstance(window_shape, Sequence) or isinstance(window_shape, str):
+    raise TypeError(
+        "window_shape must be a sequence of ints, one per spatial dim, got "
+        f"{window_shape!r}.")
+  if not window_shape:
+    raise ValueError("window_shape must not be empty.")
+  return int_tuple(window_shape, len(window_shape), "window_shape")
+
+
+def _explicit_padding(padding: Any, n: int) -> tuple[tuple[int, int], ...]:
+  if isinstance(padding, Sequence) and not isinstance(padding, str):
+    if len(padding) != n:
+      raise ValueError(
+          f"padding must have one entry per spatial dim ({n}), got "
+          f"{padding!r}.")
+    pairs = []
+    for p in padding:
+      if isinstance(p, Sequence):
+        if len(p) != 2:
+          raise ValueError(
+              f"padding entries must be ints or (low, high) pairs, got {p!r} "
+              f"in {padding!r}.")
+        pairs.append((_index(p[0], "padding"), _index(p[1], "padding")))
+      else:
+        v = _index(p, "padding")
+        pairs.append((v, v))
+  else:
+    v = _index(padding, "padding")
+    pairs = [(v, v)] * n
+  if any(lo < 0 or hi < 0 for lo, hi in pairs):
+    raise ValueError(f"padding must be non-negative, got {padding!r}.")
+  return tuple(pairs)
+
+
+def _spatial_axes(ndim: int, n: int,
+                  channels_first: bool) -> tuple[tuple[int, ...], int]:
+  if channels_first:
+    return tuple(range(ndim - n, ndim)), ndim - n - 1
+  return tuple(range(ndim - n - 1, ndim - 1)), ndim - 1
+
+
+def layout_axes(shape: Sequence[int], nspatial: int, channels_first: bool,
+                name: str = "x") -> tuple[tuple[int, ...], int]:
+  """Spatial axes and channel axis of an input, checking its rank.
+
+  The layout is ``(*batch, *spatial, C)``, or ``(*batch, C, *spatial)`` when
+  ``channels_first``; any number of batch dims, none included.
+  """
+  if not isinstance(channels_first, (bool, np.bool_)):
+    raise TypeError(f"channels_first must be a bool, got {channels_first!r}.")
+  ndim = len(shape)
+  if ndim < nspatial + 1:
+    layout = "(*batch, C, *spatial)" if channels_first else (
+        "(*batch, *spatial, C)")
+    raise ValueError(
+        f"{name} must have at least {nspatial + 1} dims {layout} for "
+        f"{nspatial} spatial dims, got shape {tuple(shape)}.")
+  return _spatial_axes(ndim, nspatial, bool(channels_first))
+
+
+def _out_size(n: int, k: int, s: int, d: int, lo: int, hi: int,
+              ceil_mode: bool, axis: int) -> tuple[int, int]:
+  eff = d * (k - 1) + 1
+  length = n + lo + hi
+  if length < eff:
+    raise ValueError(
+        f"window_shape[{axis}]={k} (dilation {d}, so it spans {eff}) is "
+        f"larger than the padded input size {length} (input {n}, padding "
+        f"({lo}, {hi})) of spatial dim {axis}.")
+  if ceil_mode:
+    out = -(-(length - eff) // s) + 1
+    # PyTorch: the last window must start inside the input or its left
+    # padding, never in the right padding alone.
+    if (out - 1) * s >= n + lo:
+      out -= 1
+  else:
+    out = (length - eff) // s + 1
+  extra = max(0, (out - 1) * s + eff - length)
+  return out, extra
+
+
+def window_spec(shape: Sequence[int], window_shape: Any,
+                strides: IntOrSequence | None = None,
+                padding: PaddingLike = "VALID", *,
+                dilation: IntOrSequence = 1, ceil_mode: bool = False,
+                channels_first: bool = False) -> WindowSpec:
+  """Checks and normalises the static arguments of a windowed pooling.
+
+  Args:
+    shape: the input's full shape.
+    window_shape: one window size per spatial dim.
+    strides: an int or one per dim; ``None`` means the window.
+    padding: see :data:`jaxpool.typing.PaddingLike`.
+    dilation: an int or one per dim.
+    ceil_mode: PyTorch's ``ceil_mode``.
+    channels_first: layout ``(*batch, C, *spatial)``.
+
+  Returns:
+    the resolved :class:`WindowSpec`.
+
+  Raises:
+    ValueError: for a non-positive window, stride or dilation, an unknown
+      padding word, padding of the wrong length or negative, a window larger
+      than the padded input, or an input with too few dims.
+    TypeError: for arguments of the wrong type.
+  """
+  window = window_tuple(window_shape)
+  n = len(window)
+  shape = tuple(shape)
+  spatial_axes, channel_axis = layout_axes(shape, n, channels_first)
+  in_shape = tuple(shape[a] for a in spatial_axes)
+  strides = window if strides is None else int_tuple(strides, n, "strides")
+  dilation = int_tuple(dilation, n, "dilation")
+  if not isinstance(ceil_mode, (bool, np.bool_)):
+    raise TypeError(f"ceil_mode must be a bool, got {ceil_mode!r}.")
+
+  if isinstance(padding, str):
+    word = padding.upper()
+    if word not in _PADDING_WORDS:
+      raise ValueError(
+          f"padding must be 'VALID', 'SAME', an int or a sequence, got "
+          f"{padding!r}.")
+    if word == "VALID":
+      pads = ((0, 0),) * n
+    else:
+      # TensorFlow's rule, as flax: out = ceil(in / stride), extra on high.
+      pads = []
+      for i, k, s, d in zip(in_shape, window, strides, dilation):
+        out = -(-i // s)
+        total = max((out - 1) * s + d * (k - 1) + 1 - i, 0)
+        pads.append((total // 2, total - total // 2))
+      pads = tuple(pads)
+  else:
+    pads = _explicit_padding(padding, n)
+
+  outs, extras = [], []
+  for axis, (i, k, s, d, (lo, hi)) in enumerate(
+      zip(in_shape, window, strides, dilation, pads)):
+    o, e = _out_size(i, k, s, d, lo, hi, bool(ceil_mode), axis)
+    outs.append(o)
+    extras.append(e)
+  return WindowSpec(
+      ndim=len(shape), spatial_axes=spatial_axes, channel_axis=channel_axis,
+      in_shape=in_shape, window=window, strides=strides, dilation=dilation,
+      padding=pads, extra=tuple(extras), out_shape=tuple(outs))
