@@ -222,7 +222,7 @@ def _forward(x: jax.Array, spec: WindowSpec, op: str,
 # Max and min with PyTorch's choice of element.
 
 
-def _selected_tap(x: jax.Array, spec: WindowSpec,
+def selected_tap(x: jax.Array, spec: WindowSpec,
                   op: str) -> tuple[jax.Array, jax.Array]:
   """The max/min of each window and the index of the tap PyTorch picks.
 
@@ -268,7 +268,7 @@ def _extremum(x: jax.Array, spec: WindowSpec, op: str,
 def _extremum_jvp(spec, op, lowering, primals, tangents):
   del lowering  # The selection needs every tap, whatever the forward used.
   (x,), (t,) = primals, tangents
-  y, index = _selected_tap(x, spec, op)
+  y, index = selected_tap(x, spec, op)
   return y, _gather_taps(t, spec, index)
 
 
