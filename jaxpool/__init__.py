@@ -1,5 +1,11 @@
 """jaxpool: pooling for JAX and Flax, PyTorch-exact and fast."""
 
+from jaxpool._adaptive import adaptive_avg_pool
+from jaxpool._adaptive import adaptive_max_pool
+from jaxpool._adaptive import global_avg_pool
+from jaxpool._adaptive import global_max_pool
+from jaxpool._indices import max_pool_with_indices
+from jaxpool._indices import max_unpool
 from jaxpool._lowering import force_plain_lowering
 from jaxpool._pooling import avg_pool
 from jaxpool._pooling import lp_pool
@@ -7,15 +13,27 @@ from jaxpool._pooling import max_pool
 from jaxpool._pooling import min_pool
 from jaxpool._pooling import pool
 from jaxpool._pooling import pool_output_shape
+from jaxpool._pyramid import spatial_pyramid_pool
+from jaxpool._pyramid import spp_yolo
+from jaxpool._pyramid import sppf
 
 __version__ = "0.1.0"
 
 __all__ = (
+    "adaptive_avg_pool",
+    "adaptive_max_pool",
     "avg_pool",
     "force_plain_lowering",
+    "global_avg_pool",
+    "global_max_pool",
     "lp_pool",
     "max_pool",
+    "max_pool_with_indices",
+    "max_unpool",
     "min_pool",
     "pool",
     "pool_output_shape",
+    "spatial_pyramid_pool",
+    "spp_yolo",
+    "sppf",
 )

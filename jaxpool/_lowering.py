@@ -1,27 +1,68 @@
 """How a windowed reduction is lowered: the one place that decides it.
 
-Three lowerings compute the same windowed sum, max or min:
+Four lowerings compute the same windowed sum, max or min:
 
 * ``PLAIN``: one ``lax.reduce_window``, differentiated by JAX itself. This is
   what ``flax.linen.max_pool`` does; its gradient for max/min is XLA's
   select-and-scatter, which is slow and, with dilation, not implemented.
-* ``RESHAPE``: non-overlapping windows (stride == window, no dilation) are a
-  reshape that gives every window its own axes, then a reduction over them.
-* ``SLICES``: small overlapping windows are an elementwise reduction over
-  the window's taps, one strided slice of the padded input per tap.
+* ``SLICES``: an elementwise reduction over the window's taps, one strided
+  slice of the input per tap. Each tap is padded on its own (a pad with one
+  user, which XLA fuses), so no padded copy of the input is ever written.
+* ``RESHAPE``: non-overlapping windows: a reshape that gives every window
+  its own axes, then one reduction over them.
+* ``SEPARABLE``: windows with many taps in several dims are reduced one
+  spatial dim at a time (box windows are separable for sum, max and min),
+  each stage lowered as above.
 
-Windows with many taps are split into one 1-D reduction per spatial dim
-(box windows are separable for sum, max and min), each lowered as above.
+Which configuration takes which path, and why (measured on a 2-core x86 CPU
+with ``python -m bench`` and the scripts behind the table in the README):
 
-Max and min carry a custom JVP on every fast lowering: it picks, per window,
-the tap PyTorch picks (the first maximum in row-major window order, the last
-NaN if any, the first in-bounds tap if all are ``-inf``) and routes the
-tangent through ``lax.select_n``. Its transpose is a sum of padded slices, so
-no select-and-scatter is ever emitted, dilation included, and forward-mode,
-reverse-mode and higher-order derivatives all work.
+=============================================  =========  ==================
+configuration                                  lowering   why
+=============================================  =========  ==================
+forced (:func:`force_plain_lowering`)          PLAIN      the reference
+stride == window, no dilation, <= 4 taps       SLICES     fastest forward
+                                                          and gradient
+stride == window, no dilation, more taps       RESHAPE    the selection is
+                                                          reduced once, not
+                                                          recomputed per
+                                                          gradient element
+other windows of <= ``MAX_TAPS`` (16) taps     SLICES     2-9x faster than
+                                                          reduce_window
+more taps in 2+ dims                           SEPARABLE  k1 + k2 taps, not
+                                                          k1 * k2
+more taps, 1-D, <= ``MAX_TAPS_1D`` (64)        SLICES
+otherwise                                      PLAIN
+=============================================  =========  ==================
+
+Max and min carry a custom JVP on every lowering except a forced plain one
+without dilation (where JAX has none, the forced path takes it too). It picks, per window, the tap PyTorch
+picks (the first maximum in row-major window order, the last NaN if any, the
+first in-bounds tap if all are ``-inf``), keeps that tap's index in int8,
+and routes the tangent through ``lax.select_n`` over the same taps of the
+tangent (``RESHAPE``: a masked sum over the blocks). JAX transposes those
+taps into pads of the cotangent that XLA fuses into one loop writing the
+gradient: no select-and-scatter is ever emitted, dilation included, and
+forward-mode, reverse-mode and higher-order derivatives all work. The
+selection is computed once, by the JVP rule, and only when differentiating.
+
+The selection never pads the input as a whole either: XLA does not fuse a
+pad with several users, so the outputs are cut into the interior, whose
+windows need no padding, and thin border strips padded on their own.
+
+Sums need no rule: their transpose (pads of the cotangent) is already fast.
+
+Half-precision taps are compared in float32 (exact: the result is one of
+the inputs); XLA:CPU's loops are several times slower on bfloat16, while its
+block reductions are not, so those stay in the input's dtype. Without
+a gradient, non-overlapping windows that tile the input exactly are reduced
+as blocks on every path, as that is XLA:CPU's fastest max.
 
 :func:`force_plain_lowering` (or ``JAXPOOL_FORCE_PLAIN=1``) makes every op
-take ``PLAIN``; it is read at trace time.
+take ``PLAIN`` with JAX's own derivative, exactly what ``flax.linen`` does;
+it is read at trace time. That derivative differs from PyTorch's for a
+window holding NaN and for one that only holds the padding's value; every
+other lowering, and a plain one picked for a wide window, follows PyTorch.
 """
 
 from __future__ import annotations
@@ -31,7 +72,7 @@ import enum
 import functools
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -48,11 +89,18 @@ class Lowering(enum.Enum):
   SEPARABLE = "separable"
 
 
-# Past this many taps a window is reduced one spatial dim at a time: k1 + k2
-# elementwise ops instead of k1 * k2.
+# Past this many taps a window is reduced one spatial dim at a time (or as
+# blocks, when the windows do not overlap): k1 + k2 elementwise ops instead
+# of k1 * k2, and a short unrolled loop to compile.
 MAX_TAPS = 16
 # A 1-D window wider than this overlaps too much for a tap per slice to pay.
 MAX_TAPS_1D = 64
+# Non-overlapping windows with more taps are reduced as blocks: XLA:CPU
+# recomputes a long tap-by-tap selection inside the gradient's loop, while a
+# reduction over blocks is computed once (2x2x2: 1.4x, 4x4: 4.7x faster).
+MAX_TAPS_NON_OVERLAPPING = 4
+
+_COMBINE = {"sum": lax.add, "max": lax.max, "min": lax.min}
 
 _state = threading.local()
 
@@ -71,6 +119,12 @@ def force_plain_lowering(enabled: bool = True) -> Iterator[None]:
   The choice is made at trace time: functions already traced (and cached by
   ``jax.jit``) keep the lowering they were traced with. Setting the
   environment variable ``JAXPOOL_FORCE_PLAIN=1`` does the same globally.
+  Max and min pools are then differentiated by JAX itself (select-and-scatter,
+  as ``flax.linen.max_pool``), except with dilation, where JAX has no rule:
+  the first maximum takes the gradient as in PyTorch, but a window holding
+  NaN sends it elsewhere than PyTorch's last NaN, and a window overhanging
+  the padding whose elements all equal the padding (``-inf`` for max) sends
+  it to the padding (dropped) rather than to its first element.
 
   Example:
     >>> with jaxpool.force_plain_lowering():
@@ -90,13 +144,17 @@ def force_plain_lowering(enabled: bool = True) -> Iterator[None]:
     _state.force_plain = previous
 
 
+def _non_overlapping(spec: WindowSpec) -> bool:
+  return spec.strides == spec.window and all(d == 1 for d in spec.dilation)
+
+
 def plan(spec: WindowSpec) -> Lowering:
-  """Chooses how to lower a windowed reduction of ``spec``."""
+  """Chooses how to lower a windowed reduction of ``spec`` (see the table)."""
   if _plain_forced():
     return Lowering.PLAIN
-  if spec.window_size == 1 or (spec.strides == spec.window
-                               and all(d == 1 for d in spec.dilation)):
-    return Lowering.RESHAPE
+  if _non_overlapping(spec):
+    return (Lowering.SLICES if spec.window_size <= MAX_TAPS_NON_OVERLAPPING
+            else Lowering.RESHAPE)
   if spec.window_size <= MAX_TAPS:
     return Lowering.SLICES
   if sum(k > 1 for k in spec.window) > 1:
@@ -137,7 +195,7 @@ def stages(spec: WindowSpec) -> list[WindowSpec]:
 # Building blocks.
 
 
-def identity(dtype: jnp.dtype, op: str) -> jax.Array:
+def identity(dtype: jnp.dtype, op: str) -> np.ndarray:
   """The padding value that never wins a ``op`` reduction in ``dtype``."""
   dtype = np.dtype(dtype)
   if op == "sum":
@@ -160,14 +218,20 @@ def pad(x: jax.Array, spec: WindowSpec, value) -> jax.Array:
 
 
 def taps(xp: jax.Array, spec: WindowSpec) -> list[jax.Array]:
-  """One strided slice of the padded input per window tap, row-major."""
+  """One strided slice of the padded input ``xp`` per window tap, row-major."""
+  return _strided_taps(xp, spec, spec.out_shape)
+
+
+def _strided_taps(xp: jax.Array, spec: WindowSpec,
+                  out_shape: Sequence[int]) -> list[jax.Array]:
+  """Row-major taps of ``xp``, already padded, for ``out_shape`` outputs."""
   result = []
   for offsets in np.ndindex(*spec.window):
     start = [0] * spec.ndim
     limit = list(xp.shape)
     step = [1] * spec.ndim
     for axis, k, s, d, o in zip(spec.spatial_axes, offsets, spec.strides,
-                                spec.dilation, spec.out_shape):
+                                spec.dilation, out_shape):
       start[axis] = k * d
       limit[axis] = k * d + (o - 1) * s + 1
       step[axis] = s
@@ -175,8 +239,63 @@ def taps(xp: jax.Array, spec: WindowSpec) -> list[jax.Array]:
   return result
 
 
-def _blocks(xp: jax.Array, spec: WindowSpec) -> tuple[jax.Array, tuple]:
-  """Reshapes non-overlapping windows onto axes of their own."""
+def _fill(x: jax.Array, op: str) -> jax.Array:
+  return jnp.asarray(identity(x.dtype, op), x.dtype)
+
+
+def _tap(x: jax.Array, spec: WindowSpec, offsets: Sequence[int],
+         op: str) -> jax.Array:
+  """One tap of the unpadded ``x``, its out-of-bounds outputs set to fill.
+
+  The pad is of this tap alone and has one user, so XLA fuses it into the
+  reduction instead of writing a padded copy of the input.
+  """
+  start, limit, step = [0] * spec.ndim, list(x.shape), [1] * spec.ndim
+  config = [(0, 0, 0)] * spec.ndim
+  for axis, k, s, d, (lo, _), n, o in zip(
+      spec.spatial_axes, offsets, spec.strides, spec.dilation,
+      spec.total_padding, spec.in_shape, spec.out_shape):
+    offset = k * d - lo  # Input index read by output 0.
+    first = max(0, -(offset // s))  # First output reading inside the input.
+    last = min(o - 1, (n - 1 - offset) // s)
+    if last < first:
+      return jnp.full(spec.output_shape(x.shape), identity(
+          _compute_dtype(x.dtype), op))
+    start[axis] = offset + first * s
+    limit[axis] = offset + last * s + 1
+    step[axis] = s
+    config[axis] = (first, o - 1 - last, 0)
+  # Converted tap by tap: a converted copy of x with many users would be
+  # written out in full.
+  tap = lax.slice(x, start, limit, step).astype(_compute_dtype(x.dtype))
+  if any(c != (0, 0, 0) for c in config):
+    tap = lax.pad(tap, _fill(tap, op), config)
+  return tap
+
+
+def _compute_dtype(dtype) -> np.dtype:
+  """Taps of half precision are compared in float32: exact, and XLA:CPU's
+  loops are several times faster so."""
+  dtype = np.dtype(dtype)
+  if jnp.issubdtype(dtype, jnp.floating) and jnp.finfo(dtype).bits < 32:
+    return np.dtype(np.float32)
+  return dtype
+
+
+def _reduce_window(x: jax.Array, spec: WindowSpec, op: str) -> jax.Array:
+  # The init must be a NumPy constant: JAX recognises reduce_window_max (and
+  # its VJP) only then; a jax.Array init gives the generic reduce_window,
+  # which has no VJP at all.
+  return lax.reduce_window(
+      x, identity(x.dtype, op), _COMBINE[op], spec.full(spec.window, 1),
+      spec.full(spec.strides, 1), spec.full(spec.total_padding, (0, 0)),
+      window_dilation=spec.full(spec.dilation, 1))
+
+
+def _blocks(x: jax.Array, spec: WindowSpec,
+            value) -> tuple[jax.Array, tuple[int, ...]]:
+  """Non-overlapping windows of ``x`` (padded by ``value``) on axes of their own."""
+  xp = pad(x, spec, value)
   crop = [slice(None)] * spec.ndim
   shape = []
   window_axes = []
@@ -192,17 +311,11 @@ def _blocks(xp: jax.Array, spec: WindowSpec) -> tuple[jax.Array, tuple]:
   return xp[tuple(crop)].reshape(shape), tuple(window_axes)
 
 
-def _reduce_window(x: jax.Array, spec: WindowSpec, op: str) -> jax.Array:
-  computation = {"sum": lax.add, "max": lax.max, "min": lax.min}[op]
-  return lax.reduce_window(
-      x, jnp.asarray(identity(x.dtype, op), x.dtype), computation,
-      spec.full(spec.window, 1), spec.full(spec.strides, 1),
-      spec.full(spec.total_padding, (0, 0)),
-      window_dilation=spec.full(spec.dilation, 1))
-
-
-def _combine(op: str):
-  return {"sum": lax.add, "max": lax.max, "min": lax.min}[op]
+def _exact_blocks(spec: WindowSpec) -> bool:
+  """Non-overlapping windows that tile the input exactly, unpadded."""
+  return _non_overlapping(spec) and all(
+      lo == hi == 0 for lo, hi in spec.total_padding) and all(
+          n % k == 0 for n, k in zip(spec.in_shape, spec.window))
 
 
 def _forward(x: jax.Array, spec: WindowSpec, op: str,
@@ -210,52 +323,229 @@ def _forward(x: jax.Array, spec: WindowSpec, op: str,
   """The windowed ``op`` of ``x`` (already in its accumulation dtype)."""
   if lowering is Lowering.PLAIN:
     return _reduce_window(x, spec, op)
-  xp = pad(x, spec, identity(x.dtype, op))
-  if lowering is Lowering.RESHAPE:
-    blocks, axes = _blocks(xp, spec)
+  if lowering is Lowering.RESHAPE or (op != "sum" and _exact_blocks(spec)):
+    # A reduction over exact blocks is XLA:CPU's fastest max (a YNNPACK
+    # kernel, native in bfloat16); sums are as fast as taps either way.
+    blocks, axes = _blocks(x, spec, identity(x.dtype, op))
     reduce = {"sum": jnp.sum, "max": jnp.max, "min": jnp.min}[op]
     return reduce(blocks, axis=axes)
-  return functools.reduce(_combine(op), taps(xp, spec))
+  y = functools.reduce(_COMBINE[op], [_tap(x, spec, offsets, op)
+                                      for offsets in np.ndindex(*spec.window)])
+  return _keep_fused(y).astype(x.dtype)
+
+
+def _keep_fused(y: jax.Array) -> jax.Array:
+  """``y`` unchanged, behind an op that XLA:CPU's YNNPACK fusion rejects.
+
+  That fusion pulls the adds (or maxima) of a windowed reduction into a
+  reduction that follows it (a loss, a mean) but not the strided slices
+  feeding them, so every tap would be written out; ending with a no-op
+  ``reduce_precision`` keeps it in one loop fusion (2.5x faster
+  forward+backward for a 3x3/2 average). Elsewhere it is a free no-op.
+  """
+  if not jnp.issubdtype(y.dtype, jnp.floating):
+    return y
+  info = jnp.finfo(y.dtype)
+  return lax.reduce_precision(y, exponent_bits=info.nexp,
+                              mantissa_bits=info.nmant)
 
 
 # ---------------------------------------------------------------------------
 # Max and min with PyTorch's choice of element.
 
 
+def _index_dtype(spec: WindowSpec) -> np.dtype:
+  for dtype in (np.int8, np.int16):
+    if spec.window_size <= np.iinfo(dtype).max:
+      return np.dtype(dtype)
+  return np.dtype(np.int32)
+
+
+def _take(tap: jax.Array, best: jax.Array, op: str) -> jax.Array:
+  """PyTorch's ``val > best || isnan(val)``: ties keep the earlier tap."""
+  better = lax.gt if op == "max" else lax.lt
+  take = better(tap, best)
+  if jnp.issubdtype(tap.dtype, jnp.inexact):
+    take = take | lax.ne(tap, tap)
+  return take
+
+
+def _scan_taps(window_taps: Sequence[jax.Array], op: str, first: np.ndarray,
+               index_dtype) -> tuple[jax.Array, jax.Array]:
+  """PyTorch's loop over the taps, started at ``first`` (the first valid)."""
+  best = window_taps[0]
+  index = jnp.broadcast_to(jnp.asarray(first, index_dtype), best.shape)
+  for k, tap in enumerate(window_taps[1:], 1):
+    take = _take(tap, best, op)
+    best = lax.select(take, tap, best)
+    index = lax.select(take, jnp.full(best.shape, k, index_dtype), index)
+  return best, index
+
+
+def _first_valid(spec: WindowSpec,
+                 ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+  """``spec.first_valid_tap()`` over ``ranges`` of outputs, broadcastable."""
+  first = spec.first_valid_tap()[tuple(slice(a, b) for a, b in ranges)]
+  if not first.any():
+    return np.zeros((), first.dtype)
+  return first.reshape(spec.full(first.shape, 1))
+
+
+def _reference_selection(x: jax.Array, spec: WindowSpec,
+                         op: str) -> tuple[jax.Array, jax.Array]:
+  """The selection over taps of a padded copy of ``x``: short and obvious."""
+  xp = pad(x, spec, identity(x.dtype, op))
+  return _scan_taps(taps(xp, spec), op,
+                    _first_valid(spec, [(0, o) for o in spec.out_shape]),
+                    np.int32)
+
+
+def _regions(spec: WindowSpec) -> list[list[tuple[int, int]]]:
+  """Per spatial dim: output ranges whose windows overhang the low padding,
+  lie inside the input, overhang the high padding; empty ranges dropped."""
+  result = []
+  for n, k, s, d, (lo, _), o in zip(spec.in_shape, spec.window, spec.strides,
+                                    spec.dilation, spec.total_padding,
+                                    spec.out_shape):
+    a = min(max(-(-lo // s), 0), o)
+    b = min(max((n - 1 + lo - (k - 1) * d) // s + 1, a), o)
+    result.append([(lo_, hi_) for lo_, hi_ in ((0, a), (a, b), (b, o))
+                   if hi_ > lo_])
+  return result
+
+
+def _region_taps(x: jax.Array, spec: WindowSpec,
+                 ranges: Sequence[tuple[int, int]],
+                 op: str) -> list[jax.Array]:
+  """The taps of the outputs in ``ranges`` (one ``(start, stop)`` per dim).
+
+  Only the input those outputs read is sliced out, and padded only if their
+  windows overhang the padding, which for a border range is a thin strip.
+  """
+  start, limit = [0] * spec.ndim, list(x.shape)
+  config = [(0, 0, 0)] * spec.ndim
+  out_shape = []
+  for axis, n, k, s, d, (lo, _), (o0, o1) in zip(
+      spec.spatial_axes, spec.in_shape, spec.window, spec.strides,
+      spec.dilation, spec.total_padding, ranges):
+    i0 = o0 * s - lo
+    i1 = (o1 - 1) * s + (k - 1) * d - lo + 1
+    start[axis], limit[axis] = max(i0, 0), min(i1, n)
+    config[axis] = (max(-i0, 0), max(i1 - n, 0), 0)
+    out_shape.append(o1 - o0)
+  part = lax.slice(x, start, limit)
+  if any(c != (0, 0, 0) for c in config):
+    part = lax.pad(part, _fill(x, op), config)
+  compute = _compute_dtype(x.dtype)
+  return [tap.astype(compute)
+          for tap in _strided_taps(part, spec, out_shape)]
+
+
+def _slices_selection(x: jax.Array, spec: WindowSpec,
+                      op: str) -> tuple[jax.Array, jax.Array]:
+  """The selection with every tap a strided slice of the unpadded ``x``.
+
+  The values are in ``_compute_dtype(x.dtype)``.
+
+  A pad with several users is never fused by XLA, so padding the input once
+  would write a padded copy of it; instead the outputs are cut into the
+  interior, whose windows need no padding, and thin border strips, each
+  padded on its own, and the pieces are concatenated back.
+  """
+  index_dtype = _index_dtype(spec)
+  per_dim = _regions(spec)
+
+  def build(level, ranges):
+    if level == spec.nspatial:
+      return _scan_taps(_region_taps(x, spec, ranges, op), op,
+                        _first_valid(spec, ranges), index_dtype)
+    parts = [build(level + 1, ranges + [r]) for r in per_dim[level]]
+    if len(parts) == 1:
+      return parts[0]
+    axis = spec.spatial_axes[level]
+    return tuple(lax.concatenate(list(p), axis) for p in zip(*parts))
+
+  return build(0, [])
+
+
+def _blocks_selection(x: jax.Array, spec: WindowSpec,
+                      op: str) -> tuple[jax.Array, jax.Array]:
+  """The selection over non-overlapping windows by reductions over blocks."""
+  fill = identity(x.dtype, op)
+  blocks, axes = _blocks(x, spec, fill)
+  reduce = jnp.max if op == "max" else jnp.min
+  best = reduce(blocks, axis=axes, keepdims=True)
+  tap = _block_tap_iota(blocks.ndim, blocks.shape, axes)
+  size = np.int32(spec.window_size)
+  first = jnp.min(jnp.where(blocks == best, tap, size), axis=axes)
+  last_nan = jnp.max(jnp.where(blocks != blocks, tap, np.int32(-1)), axis=axes)
+  best = best.reshape(first.shape)
+  # An all-fill window compares equal to its padding: PyTorch starts at the
+  # first tap inside the input.
+  index = jnp.where(best == fill, jnp.asarray(
+      _first_valid(spec, [(0, o) for o in spec.out_shape]), np.int32), first)
+  index = jnp.where(best != best, last_nan, index)
+  return best, index.astype(_index_dtype(spec))
+
+
+def _block_tap_iota(ndim: int, shape: Sequence[int],
+                    axes: Sequence[int]) -> jax.Array:
+  """The row-major tap index of every element of a blocked array."""
+  tap = jnp.zeros((1,) * ndim, np.int32)
+  for axis in axes:
+    dims = [1] * ndim
+    dims[axis] = shape[axis]
+    tap = tap * np.int32(shape[axis]) + lax.broadcasted_iota(
+        np.int32, dims, axis)
+  return tap
+
+
 def selected_tap(x: jax.Array, spec: WindowSpec,
-                  op: str) -> tuple[jax.Array, jax.Array]:
+                 op: str) -> tuple[jax.Array, jax.Array]:
   """The max/min of each window and the index of the tap PyTorch picks.
 
   This is PyTorch's loop, ``if (val > best || isnan(val)) best = val``,
   started at the first in-bounds tap: ties keep the first tap, a NaN is
-  always taken (so the last NaN wins), padding never wins.
+  always taken (so the last NaN wins), padding never wins. The index is the
+  row-major position in the window, as int32.
   """
-  better = lax.gt if op == "max" else lax.lt
-  xp = pad(x, spec, identity(x.dtype, op))
-  out_shape = spec.output_shape(x.shape)
-  best = jnp.full(out_shape, identity(x.dtype, op), x.dtype)
-  first = spec.first_valid_tap()
-  if first.any():
-    first = first.reshape(spec.full(first.shape, 1) if first.ndim else ())
-    index = jnp.broadcast_to(jnp.asarray(first), out_shape)
+  lowering = plan(spec)
+  if lowering is Lowering.RESHAPE:
+    y, index = _blocks_selection(x, spec, op)
+  elif lowering is Lowering.PLAIN or spec.window_size > MAX_TAPS_1D:
+    y, index = _reference_selection(x, spec, op)
   else:
-    index = jnp.zeros(out_shape, np.int32)
-  inexact = jnp.issubdtype(x.dtype, jnp.inexact)
-  for k, tap in enumerate(taps(xp, spec)):
-    take = better(tap, best)
-    if inexact:
-      take = take | jnp.isnan(tap)
-    best = jnp.where(take, tap, best)
-    index = jnp.where(take, np.int32(k), index)
-  return best, index
+    y, index = _slices_selection(x, spec, op)
+  return y, index.astype(np.int32)
 
 
-def _gather_taps(t: jax.Array, spec: WindowSpec, index: jax.Array):
-  tp = pad(t, spec, 0)
-  cases = taps(tp, spec)
+# ---------------------------------------------------------------------------
+# Tangents: the same taps, read from the tangent.
+
+
+def _tangent_taps(t: jax.Array, spec: WindowSpec) -> list[jax.Array]:
+  """Every tap of ``t``, zero where it reads padding, row-major.
+
+  JAX transposes each into a pad with interior padding, which XLA fuses
+  into one loop over the gradient: measured faster on CPU than reading the
+  taps through a phase decomposition (reshape by stride, split, concatenate).
+  """
+  return [_tap(t, spec, offsets, "sum") for offsets in np.ndindex(*spec.window)]
+
+
+def _select_taps(cases: Sequence[jax.Array], index: jax.Array) -> jax.Array:
   if len(cases) == 1:
     return cases[0]
-  return lax.select_n(index, *cases)
+  return lax.select_n(index.astype(np.int32), *cases)
+
+
+def _select_blocks(t: jax.Array, spec: WindowSpec,
+                   index: jax.Array) -> jax.Array:
+  """Per window, the tangent at tap ``index``: a masked sum over blocks."""
+  blocks, axes = _blocks(t, spec, 0)
+  tap = _block_tap_iota(blocks.ndim, blocks.shape, axes)
+  mask = tap == jnp.expand_dims(index.astype(np.int32), axes)
+  return jnp.sum(jnp.where(mask, blocks, jnp.zeros((), t.dtype)), axis=axes)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
@@ -266,10 +556,19 @@ def _extremum(x: jax.Array, spec: WindowSpec, op: str,
 
 @_extremum.defjvp
 def _extremum_jvp(spec, op, lowering, primals, tangents):
-  del lowering  # The selection needs every tap, whatever the forward used.
   (x,), (t,) = primals, tangents
-  y, index = selected_tap(x, spec, op)
-  return y, _gather_taps(t, spec, index)
+  if lowering is Lowering.PLAIN:
+    y, index = _reference_selection(x, spec, op)
+    return y, _select_taps(taps(pad(t, spec, 0), spec), index)
+  # Taps of the tangent, and so the gradient's loop, are float32 for half
+  # precision too: XLA:CPU's bfloat16 loops are 3-15x slower.
+  if lowering is Lowering.RESHAPE:
+    y, index = _blocks_selection(x, spec, op)
+    return y, _select_blocks(t.astype(_compute_dtype(t.dtype)), spec,
+                             index).astype(t.dtype)
+  y, index = _slices_selection(x, spec, op)
+  return y.astype(x.dtype), _select_taps(_tangent_taps(t, spec),
+                                         index).astype(t.dtype)
 
 
 # ---------------------------------------------------------------------------
@@ -287,11 +586,14 @@ def window_reduce(x: jax.Array, spec: WindowSpec, op: str) -> jax.Array:
       x = window_reduce(x, stage, op)
     return x
   if op == "sum" or not jnp.issubdtype(x.dtype, jnp.inexact):
-    # Sums are linear, and integers and bools have no tangent: JAX's own
-    # derivative of these ops is already the right one.
+    # Sums are linear, so JAX's own derivative is the sum's transpose (pads
+    # of the cotangent, fused), and integers and bools have no tangent.
     return _forward(x, spec, op, lowering)
-  if lowering is Lowering.PLAIN and all(d == 1 for d in spec.dilation):
+  if (lowering is Lowering.PLAIN and _plain_forced()
+      and all(d == 1 for d in spec.dilation)):
+    # The forced plain path is flax's: JAX's own select-and-scatter VJP.
     return _forward(x, spec, op, lowering)
-  # JAX has no VJP for dilated max/min reduce_window (NotImplementedError);
-  # the plain path keeps reduce_window for the value and takes our rule.
+  # JAX has no VJP for dilated max/min reduce_window (NotImplementedError),
+  # and its NaN choice is not PyTorch's: a plain lowering chosen for a wide
+  # window keeps reduce_window for the value and takes our rule.
   return _extremum(x, spec, op, lowering)

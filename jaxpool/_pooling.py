@@ -62,6 +62,18 @@ def _spatial_constant(values: np.ndarray, spec: WindowSpec, dtype):
   return values.reshape(spec.full(values.shape, 1)).astype(dtype)
 
 
+def _init_value(init: ArrayLike, dtype) -> ArrayLike:
+  """``init`` in ``dtype``, kept concrete when it is.
+
+  ``lax.reduce_window`` takes its differentiable sum/max/min primitives only
+  for a concrete identity; ``jnp.asarray`` would stage it under ``jit`` and
+  leave a generic reduction that ``grad`` cannot linearize.
+  """
+  if isinstance(init, jax.core.Tracer):
+    return lax.convert_element_type(init, dtype)
+  return np.asarray(init, dtype)
+
+
 @_documented
 def pool(x: ArrayLike, init: ArrayLike, reducer: Reducer,
          window_shape: Shape, strides: IntOrSequence | None = None,
@@ -99,7 +111,7 @@ def pool(x: ArrayLike, init: ArrayLike, reducer: Reducer,
   spec = _spec(x, window_shape, strides, padding, dilation, ceil_mode,
                channels_first)
   return lax.reduce_window(
-      x, jnp.asarray(init, x.dtype), reducer, spec.full(spec.window, 1),
+      x, _init_value(init, x.dtype), reducer, spec.full(spec.window, 1),
       spec.full(spec.strides, 1), spec.full(spec.total_padding, (0, 0)),
       window_dilation=spec.full(spec.dilation, 1))
 
@@ -342,5 +354,5 @@ def pool_output_shape(input_shape: Sequence[int], window_shape: Shape,
   """
   spec = window_spec(input_shape, window_shape, strides, padding,
                      dilation=dilation, ceil_mode=ceil_mode,
-                     channels_first=channels_first)
+                     channels_first=channels_first, name="input_shape")
   return spec.output_shape(input_shape)

@@ -37,7 +37,9 @@ class WindowSpec:
     padding: the user's ``(low, high)`` padding of each spatial dim (after
       resolving ``"SAME"``); it counts for ``count_include_pad``.
     extra: the padding ``ceil_mode`` adds after ``padding[i][1]`` so that the
-      last window fits; it never counts for ``count_include_pad``.
+      last window fits (negative: high padding that no window reads, trimmed
+      so that the padded input holds exactly ``out_shape`` windows); it never
+      counts for ``count_include_pad``.
     out_shape: output size of each spatial dim.
   """
 
@@ -62,7 +64,11 @@ class WindowSpec:
 
   @property
   def total_padding(self) -> tuple[tuple[int, int], ...]:
-    """Padding actually applied: the user's plus the ``ceil_mode`` extra."""
+    """Padding actually applied: the user's plus ``extra``.
+
+    The padded input holds exactly ``out_shape`` windows, so a
+    ``reduce_window`` over it gives ``out_shape``.
+    """
     return tuple((lo, hi + e) for (lo, hi), e in zip(self.padding, self.extra))
 
   @property
@@ -232,7 +238,10 @@ def _out_size(n: int, k: int, s: int, d: int, lo: int, hi: int,
       out -= 1
   else:
     out = (length - eff) // s + 1
-  extra = max(0, (out - 1) * s + eff - length)
+  # Pad (or trim) the high side to exactly what the last window reads: a
+  # ceil_mode window dropped by the rule above may still fit in the user's
+  # padding, and reduce_window would then return it.
+  extra = max(0, (out - 1) * s + eff - n - lo) - hi
   return out, extra
 
 
@@ -240,7 +249,7 @@ def window_spec(shape: Sequence[int], window_shape: Any,
                 strides: IntOrSequence | None = None,
                 padding: PaddingLike = "VALID", *,
                 dilation: IntOrSequence = 1, ceil_mode: bool = False,
-                channels_first: bool = False) -> WindowSpec:
+                channels_first: bool = False, name: str = "x") -> WindowSpec:
   """Checks and normalises the static arguments of a windowed pooling.
 
   Args:
@@ -251,6 +260,7 @@ def window_spec(shape: Sequence[int], window_shape: Any,
     dilation: an int or one per dim.
     ceil_mode: PyTorch's ``ceil_mode``.
     channels_first: layout ``(*batch, C, *spatial)``.
+    name: what to call the input in error messages.
 
   Returns:
     the resolved :class:`WindowSpec`.
@@ -264,7 +274,7 @@ def window_spec(shape: Sequence[int], window_shape: Any,
   window = window_tuple(window_shape)
   n = len(window)
   shape = tuple(shape)
-  spatial_axes, channel_axis = layout_axes(shape, n, channels_first)
+  spatial_axes, channel_axis = layout_axes(shape, n, channels_first, name)
   in_shape = tuple(shape[a] for a in spatial_axes)
   strides = window if strides is None else int_tuple(strides, n, "strides")
   dilation = int_tuple(dilation, n, "dilation")

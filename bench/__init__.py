@@ -1,0 +1,1 @@
+"""The jaxpool benchmark suite: ``python -m bench`` (see ``bench/__main__.py``)."""

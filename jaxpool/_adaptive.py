@@ -1,0 +1,597 @@
+"""Adaptive and global pooling: a fixed output size from any input size.
+
+PyTorch's adaptive pools split a spatial dim of size ``n`` into ``o`` bins,
+bin ``i`` covering ``[floor(i * n / o), ceil((i + 1) * n / o))``. Bins of one
+dim are described by :class:`Bins`, and every pooling over bins (adaptive,
+global, and the spatial pyramid's) goes through :func:`bin_pool`:
+
+* dims whose bins are a regular window (every bin as long, starting a fixed
+  stride apart: ``n % o == 0`` for adaptive bins) are reduced together by the
+  core's windowed reduction;
+* every other dim gathers an ``(o, L)`` table of its bins' elements (padded
+  to the longest bin ``L <= ceil(n / o) + 1``) and reduces the ``L`` axis.
+
+Nothing is emitted per bin, so compile time does not grow with the sizes.
+Derivatives never emit an XLA scatter in reverse mode: each gathered dim
+carries a ``jax.custom_jvp`` whose tangent is written as a scatter-add into
+the bins, whose transpose (what ``jax.grad`` runs) is a gather.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.typing import ArrayLike
+
+from jaxpool import _lowering
+from jaxpool._pooling import accumulation_dtype
+from jaxpool._spec import WindowSpec, int_tuple, layout_axes, window_spec
+from jaxpool._typing import OutputSizeLike
+
+_INDEX = np.int32
+# Bins up to this long pick their element in an unrolled loop.
+_UNROLL = 16
+
+
+@dataclasses.dataclass(frozen=True)
+class Bins:
+  """The bins of one spatial dim of size ``size``: ``[starts[i], ends[i])``.
+
+  Every bin is non-empty and inside ``[0, size)``; bins may overlap.
+  """
+
+  size: int
+  starts: tuple[int, ...]
+  ends: tuple[int, ...]
+
+  @classmethod
+  def adaptive(cls, n: int, o: int) -> Bins:
+    """PyTorch's adaptive bins of ``n`` elements into ``o`` bins."""
+    return cls(n, tuple(i * n // o for i in range(o)),
+               tuple(-(-(i + 1) * n // o) for i in range(o)))
+
+  @classmethod
+  def strided(cls, n: int, window: int, stride: int, count: int) -> Bins:
+    """``count`` windows of ``window`` elements, ``stride`` apart."""
+    return cls(n, tuple(i * stride for i in range(count)),
+               tuple(i * stride + window for i in range(count)))
+
+  @property
+  def count(self) -> int:
+    return len(self.starts)
+
+  @functools.cached_property
+  def lengths(self) -> np.ndarray:
+    return np.subtract(self.ends, self.starts)
+
+  @property
+  def identity(self) -> bool:
+    """Whether every element is a bin of its own: nothing to reduce."""
+    return self.count == self.size and bool(np.all(self.lengths == 1))
+
+  @functools.cached_property
+  def window_stride(self) -> tuple[int, int] | None:
+    """``(window, stride)`` if the bins are exactly a VALID windowing."""
+    window = int(self.lengths[0])
+    if self.starts[0] != 0 or np.any(self.lengths != window):
+      return None
+    if self.count == 1:
+      # A stride of n admits exactly one window, whatever the window is.
+      return window, self.size
+    stride = self.starts[1]
+    if stride < 1 or self.starts != tuple(
+        i * stride for i in range(self.count)):
+      return None
+    if (self.size - window) // stride + 1 != self.count:
+      return None
+    return window, stride
+
+  @property
+  def blocks(self) -> bool:
+    """Whether the bins are non-overlapping windows: a reshape gives them."""
+    ws = self.window_stride
+    return ws is not None and (ws[0] == ws[1] or self.count == 1)
+
+  @functools.cached_property
+  def table(self) -> np.ndarray:
+    """``(count, L)`` element indices of each bin; ``size`` pads short bins."""
+    index = np.asarray(self.starts)[:, None] + np.arange(self.lengths.max())
+    return np.where(index < np.asarray(self.ends)[:, None], index,
+                    self.size).astype(_INDEX)
+
+  @functools.cached_property
+  def members(self) -> np.ndarray:
+    """``(size, C)`` bins each element is in; ``count`` pads the rows."""
+    table = self.table
+    bins = np.broadcast_to(np.arange(self.count)[:, None], table.shape)
+    inside = table < self.size
+    element, owner = table[inside], bins[inside]
+    order = np.lexsort((owner, element))
+    element, owner = element[order], owner[order]
+    counts = np.bincount(element, minlength=self.size)
+    rank = np.arange(element.size) - np.repeat(
+        np.cumsum(counts) - counts, counts)
+    result = np.full((self.size, counts.max()), self.count, _INDEX)
+    result[element, rank] = owner
+    return result
+
+
+# ---------------------------------------------------------------------------
+# One gathered dim.
+
+
+def _along(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+  """``values`` laid along ``axis`` (and the axes after it) of an ndim array."""
+  shape = [1] * ndim
+  shape[axis:axis + values.ndim] = values.shape
+  return values.reshape(shape)
+
+
+def _take(x: jax.Array, axis: int, table: np.ndarray) -> jax.Array:
+  """``x`` indexed along ``axis`` by a static in-bounds ``table``."""
+  index = (slice(None),) * axis + (table,)
+  return x.at[index].get(mode="promise_in_bounds",
+                         wrap_negative_indices=False)
+
+
+def _pad_one(x: jax.Array, axis: int, value) -> jax.Array:
+  config = [(0, 0, 0)] * x.ndim
+  config[axis] = (0, 1, 0)
+  return lax.pad(x, jnp.asarray(value, x.dtype), config)
+
+
+def _gather(x: jax.Array, axis: int, bins: Bins, fill) -> jax.Array:
+  """The elements of each bin: ``(..., n, ...)`` to ``(..., o, L, ...)``.
+
+  Bins shorter than ``L`` are padded with ``fill`` at their end.
+  """
+  if bins.blocks:
+    window = int(bins.lengths[0])
+    x = lax.slice_in_dim(x, 0, bins.count * window, axis=axis)
+    return x.reshape(x.shape[:axis] + (bins.count, window) +
+                     x.shape[axis + 1:])
+  if np.any(bins.lengths != bins.table.shape[1]):
+    x = _pad_one(x, axis, fill)
+  return _take(x, axis, bins.table)
+
+
+def _scatter_into_bins(u: jax.Array, axis: int, bins: Bins) -> jax.Array:
+  """Sums ``u`` of shape ``(..., n, C, ...)`` into ``(..., o, ...)``.
+
+  Entry ``(m, c)`` goes to bin ``members[m, c]``; padding entries are
+  dropped. Its transpose is a gather, so ``jax.grad`` of a tangent written
+  with it emits no scatter.
+  """
+  shape = u.shape[:axis] + (bins.count,) + u.shape[axis + 2:]
+  index = (slice(None),) * axis + (bins.members,)
+  return jnp.zeros(shape, u.dtype).at[index].add(
+      u, mode="drop", wrap_negative_indices=False)
+
+
+def _first_max(xg: jax.Array, axis: int) -> jax.Array:
+  """PyTorch's choice along ``axis``: the last NaN if any, else the first max.
+
+  This is PyTorch's loop, ``if (val > best || isnan(val))``, run over the
+  elements of each bin. Unrolled for short bins; a ``fori_loop`` keeps long
+  ones (global pooling) cheap to compile. ``jnp.argmax`` (a variadic
+  reduction) and comparing with the broadcast maximum both run several
+  times slower on XLA:CPU.
+  """
+  length = xg.shape[axis]
+  inexact = jnp.issubdtype(xg.dtype, jnp.inexact)
+
+  def step(j, carry):
+    best, index = carry
+    value = lax.dynamic_index_in_dim(xg, j, axis, keepdims=False)
+    take = value > best
+    if inexact:
+      take = take | jnp.isnan(value)
+    return jnp.where(take, value, best), jnp.where(take, j, index)
+
+  best = lax.index_in_dim(xg, 0, axis, keepdims=False)
+  carry = (best, jnp.zeros(best.shape, _INDEX))
+  if length <= _UNROLL:
+    for j in range(1, length):
+      carry = step(_INDEX(j), carry)
+    return carry[1]
+  return lax.fori_loop(_INDEX(1), _INDEX(length), step, carry)[1]
+
+
+def _gathered_max(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
+  fill = _lowering.identity(x.dtype, "max")
+  return jnp.max(_gather(x, axis, bins, fill), axis=axis + 1)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _max_stage(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
+  return _gathered_max(x, axis, bins)
+
+
+@_max_stage.defjvp
+def _max_stage_jvp(axis, bins, primals, tangents):
+  (x,), (t,) = primals, tangents
+  xg = _gather(lax.stop_gradient(x), axis, bins, -np.inf)
+  k = _first_max(xg, axis + 1)
+  zero = np.zeros((), t.dtype)
+  if bins.blocks:
+    chosen = lax.broadcasted_iota(_INDEX, xg.shape, axis + 1) == (
+        jnp.expand_dims(k, axis + 1))
+    t_out = jnp.sum(jnp.where(chosen, _gather(t, axis, bins, 0), zero),
+                    axis=axis + 1)
+  else:
+    chosen = k + _along(np.asarray(bins.starts, _INDEX), axis, k.ndim)
+    owner_choice = _take(_pad_one(chosen, axis, -1), axis, bins.members)
+    element = _along(np.arange(bins.size, dtype=_INDEX)[:, None], axis,
+                     owner_choice.ndim)
+    t_out = _scatter_into_bins(
+        jnp.where(owner_choice == element, jnp.expand_dims(t, axis + 1),
+                  zero), axis, bins)
+  return _max_stage(x, axis, bins), t_out
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _sum_stage(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
+  return jnp.sum(_gather(x, axis, bins, 0), axis=axis + 1)
+
+
+@_sum_stage.defjvp
+def _sum_stage_jvp(axis, bins, primals, tangents):
+  (x,), (t,) = primals, tangents
+  u = jnp.broadcast_to(
+      jnp.expand_dims(t, axis + 1),
+      t.shape[:axis] + bins.members.shape + t.shape[axis + 1:])
+  return _sum_stage(x, axis, bins), _scatter_into_bins(u, axis, bins)
+
+
+# ---------------------------------------------------------------------------
+# Every spatial dim.
+
+
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+  """How a pooling over bins is computed.
+
+  Attributes:
+    spec: the windowed reduction over every regular dim at once, or None.
+    gathered: ``(axis, bins)`` of the dims the spec leaves to gathers.
+    stages: ``(axis, bins)`` of every dim to reduce, last spatial dim first:
+      reducing them one at a time in that order keeps PyTorch's row-major
+      first-maximum rule (the first maximum of each row, then the first row
+      holding the overall maximum).
+  """
+
+  spec: WindowSpec | None
+  gathered: tuple[tuple[int, Bins], ...]
+  stages: tuple[tuple[int, Bins], ...]
+
+
+def _plan(shape: tuple[int, ...], bins: Sequence[Bins],
+          channels_first: bool) -> _Plan:
+  axes, _ = layout_axes(shape, len(bins), channels_first)
+  window, strides, gathered = [], [], []
+  for axis, b in zip(axes, bins):
+    ws = None if b.identity else b.window_stride
+    window.append(1 if ws is None else ws[0])
+    strides.append(1 if ws is None else ws[1])
+    if ws is None and not b.identity:
+      gathered.append((axis, b))
+  spec = None
+  if any(w > 1 or s > 1 for w, s in zip(window, strides)):
+    spec = window_spec(shape, window, strides, channels_first=channels_first)
+  stages = tuple((a, b) for a, b in reversed(tuple(zip(axes, bins)))
+                 if not b.identity)
+  return _Plan(spec, tuple(gathered), stages)
+
+
+def _max_forward(x: jax.Array, plan: _Plan) -> jax.Array:
+  if plan.spec is not None:
+    x = _lowering.window_reduce(x, plan.spec, "max")
+  for axis, bins in plan.gathered:
+    x = _gathered_max(x, axis, bins)
+  return x
+
+
+def _max_staged(x: jax.Array, plan: _Plan) -> jax.Array:
+  for axis, bins in plan.stages:
+    x = _max_stage(x, axis, bins)
+  return x
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _bin_max(x: jax.Array, plan: _Plan) -> jax.Array:
+  return _max_forward(x, plan)
+
+
+@_bin_max.defjvp
+def _bin_max_jvp(plan, primals, tangents):
+  # The forward reduces all regular dims in one windowed op; derivatives go
+  # dim by dim so that each picks its element without unrolling the window.
+  return jax.jvp(functools.partial(_max_staged, plan=plan), primals,
+                 tangents)
+
+
+def bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
+             channels_first: bool) -> jax.Array:
+  """The max or mean over each bin of every spatial dim.
+
+  Max picks PyTorch's element for its gradient; means of half precision
+  accumulate in float32.
+
+  Args:
+    x: the input, laid out as ``channels_first`` says.
+    bins: the bins of each spatial dim; ``len(bins)`` is the spatial rank.
+    method: ``"max"`` or ``"avg"``.
+    channels_first: the layout.
+
+  Returns:
+    the pooled array, with ``bins[i].count`` along spatial dim ``i``, of
+    ``x``'s dtype (means of integers: the default float dtype).
+  """
+  plan = _plan(x.shape, bins, channels_first)
+  if method == "max":
+    if not jnp.issubdtype(x.dtype, jnp.inexact):
+      return _max_forward(x, plan)
+    return _bin_max(x, plan)
+  acc, out = accumulation_dtype(x.dtype)
+  total = x.astype(acc)
+  if plan.spec is not None:
+    total = _lowering.window_reduce(total, plan.spec, "sum")
+  for axis, b in plan.gathered:
+    total = _sum_stage(total, axis, b)
+  counts = functools.reduce(np.multiply.outer, [b.lengths for b in bins],
+                            np.ones((), np.int64))
+  axes, _ = layout_axes(x.shape, len(bins), channels_first)
+  counts = _along(counts.astype(acc), axes[0], x.ndim)
+  return (total / counts).astype(out)
+
+
+# ---------------------------------------------------------------------------
+# Argument checking.
+
+
+def spatial_rank(shape: Sequence[int], entries: Sequence[Any],
+                 name: str) -> int:
+  """The spatial rank implied by per-level (or per-window) sizes.
+
+  A sequence entry names one size per spatial dim, so its length is the
+  rank (all such entries must agree). With only ints the input is taken to
+  be ``(N, *spatial, C)`` (or ``(N, C, *spatial)``): one batch dim, so the
+  rank is ``x.ndim - 2``.
+  """
+  ranks = {len(e) for e in entries
+           if isinstance(e, Sequence) and not isinstance(e, str)}
+  if len(ranks) > 1:
+    raise ValueError(
+        f"{name} must all have the same number of spatial dims, got "
+        f"{tuple(entries)!r}.")
+  if ranks:
+    rank = ranks.pop()
+    if rank == 0:
+      raise ValueError(f"{name} must not hold an empty size, got {entries!r}.")
+    return rank
+  if len(shape) < 3:
+    raise ValueError(
+        f"with int {name}, x must be (N, *spatial, C) or (N, C, *spatial) "
+        f"with at least one spatial dim; got shape {tuple(shape)}. Give one "
+        f"size per spatial dim to pool other layouts.")
+  return len(shape) - 2
+
+
+def spatial_sizes(x: jax.Array, rank: int,
+                  channels_first: bool) -> tuple[int, ...]:
+  """The sizes of the spatial dims of ``x``; raises if any is empty."""
+  axes, _ = layout_axes(x.shape, rank, channels_first)
+  result = tuple(x.shape[a] for a in axes)
+  if 0 in result:
+    raise ValueError(
+        f"x must have non-empty spatial dims, got shape {x.shape} (spatial "
+        f"{result}).")
+  return result
+
+
+def _adaptive_bins(x: jax.Array, output_size: OutputSizeLike,
+                   channels_first: bool) -> list[Bins]:
+  if isinstance(output_size, Sequence) and not isinstance(output_size, str):
+    entries = tuple(output_size)
+    if not entries:
+      raise ValueError("output_size must not be empty.")
+  else:
+    entries = (output_size,) * spatial_rank(x.shape, (), "output_size")
+  in_sizes = spatial_sizes(x, len(entries), channels_first)
+  return [Bins.adaptive(
+      n, n if o is None else int_tuple(o, 1, "output_size")[0])
+          for n, o in zip(in_sizes, entries)]
+
+
+def _global_bins(x: jax.Array, spatial_dims: int | None,
+                 channels_first: bool) -> list[Bins]:
+  if spatial_dims is None:
+    rank = spatial_rank(x.shape, (), "spatial_dims")
+  else:
+    rank = int_tuple(spatial_dims, 1, "spatial_dims")[0]
+  return [Bins(n, (0,), (n,)) for n in spatial_sizes(x, rank, channels_first)]
+
+
+def _squeeze_spatial(y: jax.Array, rank: int, keepdims: bool,
+                     channels_first: bool) -> jax.Array:
+  if not isinstance(keepdims, (bool, np.bool_)):
+    raise TypeError(f"keepdims must be a bool, got {keepdims!r}.")
+  if keepdims:
+    return y
+  axes, _ = layout_axes(y.shape, rank, channels_first)
+  return lax.squeeze(y, axes)
+
+
+# ---------------------------------------------------------------------------
+# Public functions.
+
+_BINS_DOC = """Bins: a spatial dim of size ``n`` pooled to ``o`` has bin ``i``
+  covering input indices ``floor(i * n / o)`` to ``ceil((i + 1) * n / o)``
+  (exclusive), PyTorch's rule: ``n`` divisible by ``o`` gives ``o``
+  windows of ``n / o``; otherwise neighbouring bins may share an element
+  (10 to 4: ``[0, 3), [2, 5), [5, 8), [7, 10)``); ``o > n`` repeats
+  elements."""
+
+_RANK_DOC = """Shapes: ``x`` is ``(*batch, *spatial, C)``, or
+  ``(*batch, C, *spatial)`` with ``channels_first=True``. A sequence
+  ``output_size`` gives the spatial rank, with any number of batch dims
+  (none included); an int ``output_size`` means one batch dim,
+  ``(N, *spatial, C)``, so the rank is ``x.ndim - 2``. The output has
+  ``output_size`` in place of the spatial sizes."""
+
+_GLOBAL_DOC = """Shapes: the spatial dims are the ``spatial_dims`` dims before
+  the channel dim (after it with ``channels_first``); every dim before them
+  is a batch dim. By default ``spatial_dims = x.ndim - 2``: ``x`` is
+  ``(N, *spatial, C)`` (or ``(N, C, *spatial)``) with one batch dim. The
+  output is ``(*batch, C)``, or ``(*batch, 1, ..., 1, C)`` with
+  ``keepdims``."""
+
+
+def _documented(fn):
+  """Puts the shared bin and shape rules into ``fn``'s docstring."""
+  for key, text in (("{bins}", _BINS_DOC), ("{rank}", _RANK_DOC),
+                    ("{global}", _GLOBAL_DOC)):
+    fn.__doc__ = fn.__doc__.replace(key, text)
+  return fn
+
+
+@_documented
+def adaptive_avg_pool(x: ArrayLike, output_size: OutputSizeLike, *,
+                      channels_first: bool = False) -> jax.Array:
+  """Adaptive average pooling: the mean of each of PyTorch's bins.
+
+  Equals ``torch.nn.functional.adaptive_avg_pool{1,2,3}d`` in values and
+  gradients, for any rank. Half precision accumulates in float32.
+
+  {bins}
+
+  {rank}
+
+  Example:
+    >>> y = jaxpool.adaptive_avg_pool(jnp.ones((8, 10, 10, 3)), (4, 4))
+
+  Args:
+    x: the input.
+    output_size: an int for every spatial dim, or one entry per spatial dim,
+      ``None`` keeping that dim's size.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the pooled array, of ``x``'s dtype (the default float for integers).
+
+  Raises:
+    ValueError: for an empty, zero or negative ``output_size``, an empty
+      spatial dim, or ``x`` with too few dims.
+  """
+  x = jnp.asarray(x)
+  return bin_pool(x, _adaptive_bins(x, output_size, channels_first), "avg",
+                  channels_first)
+
+
+@_documented
+def adaptive_max_pool(x: ArrayLike, output_size: OutputSizeLike, *,
+                      channels_first: bool = False) -> jax.Array:
+  """Adaptive max pooling: the maximum of each of PyTorch's bins.
+
+  Equals ``torch.nn.functional.adaptive_max_pool{1,2,3}d`` in values and
+  gradients, for any rank: the gradient of each bin goes to its first
+  maximum in row-major order, or to its last NaN if it holds any (the NaN
+  is the value).
+
+  {bins}
+
+  {rank}
+
+  Example:
+    >>> y = jaxpool.adaptive_max_pool(jnp.ones((8, 13, 13, 3)), 6)
+
+  Args:
+    x: the input, float, integer or bool.
+    output_size: an int for every spatial dim, or one entry per spatial dim,
+      ``None`` keeping that dim's size.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the pooled array, of ``x``'s dtype.
+
+  Raises:
+    ValueError: for an empty, zero or negative ``output_size``, an empty
+      spatial dim, or ``x`` with too few dims.
+  """
+  x = jnp.asarray(x)
+  return bin_pool(x, _adaptive_bins(x, output_size, channels_first), "max",
+                  channels_first)
+
+
+@_documented
+def global_avg_pool(x: ArrayLike, *, keepdims: bool = False,
+                    spatial_dims: int | None = None,
+                    channels_first: bool = False) -> jax.Array:
+  """The mean over every spatial dim, accumulated in float32 for halves.
+
+  {global}
+
+  Example:
+    >>> y = jaxpool.global_avg_pool(jnp.ones((8, 7, 7, 512)))  # (8, 512)
+
+  Args:
+    x: the input.
+    keepdims: keep the spatial dims, of size 1.
+    spatial_dims: the number of spatial dims; default ``x.ndim - 2``.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the means, of ``x``'s dtype (the default float for integers).
+
+  Raises:
+    ValueError: for ``spatial_dims < 1``, an empty spatial dim, or ``x``
+      with too few dims.
+  """
+  x = jnp.asarray(x)
+  bins = _global_bins(x, spatial_dims, channels_first)
+  axes, _ = layout_axes(x.shape, len(bins), channels_first)
+  acc, out = accumulation_dtype(x.dtype)
+  y = jnp.mean(x.astype(acc), axis=axes, keepdims=True).astype(out)
+  return _squeeze_spatial(y, len(bins), keepdims, channels_first)
+
+
+@_documented
+def global_max_pool(x: ArrayLike, *, keepdims: bool = False,
+                    spatial_dims: int | None = None,
+                    channels_first: bool = False) -> jax.Array:
+  """The maximum over every spatial dim, with PyTorch's gradient.
+
+  It equals ``adaptive_max_pool(x, 1)``: the gradient goes to the first
+  maximum in row-major order (the last NaN if any), not shared among ties
+  as ``jnp.max``'s is.
+
+  {global}
+
+  Example:
+    >>> y = jaxpool.global_max_pool(jnp.ones((8, 7, 7, 512)))  # (8, 512)
+
+  Args:
+    x: the input, float, integer or bool.
+    keepdims: keep the spatial dims, of size 1.
+    spatial_dims: the number of spatial dims; default ``x.ndim - 2``.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the maxima, of ``x``'s dtype.
+
+  Raises:
+    ValueError: for ``spatial_dims < 1``, an empty spatial dim, or ``x``
+      with too few dims.
+  """
+  x = jnp.asarray(x)
+  bins = _global_bins(x, spatial_dims, channels_first)
+  y = bin_pool(x, bins, "max", channels_first)
+  return _squeeze_spatial(y, len(bins), keepdims, channels_first)
+

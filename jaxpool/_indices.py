@@ -1,0 +1,217 @@
+"""Max pooling that returns where each maximum is, and its inverse."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+from jax.typing import ArrayLike
+
+from jaxpool import _lowering
+from jaxpool._spec import WindowSpec, int_tuple, layout_axes, window_spec
+from jaxpool._typing import IntOrSequence, PaddingLike, Shape
+
+_INDEX = np.int32
+
+
+def _row_major_strides(shape: Sequence[int]) -> list[int]:
+  return [math.prod(shape[i + 1:]) for i in range(len(shape))]
+
+
+def _flat_index(tap: jax.Array, spec: WindowSpec) -> jax.Array:
+  """Turns the tap PyTorch picks into its flat index in the input plane.
+
+  Along spatial dim ``d`` the tap's input coordinate is ``o * stride - low
+  + t * dilation`` for output position ``o`` and tap coordinate ``t``; the
+  part from ``o`` is a constant, the part from ``t`` is integer arithmetic
+  on the tap index, so no gather is needed.
+  """
+  plane = _row_major_strides(spec.in_shape)
+  window = _row_major_strides(spec.window)
+  base = np.zeros((), np.int64)
+  inside = np.ones((), bool)
+  for n, k, s, d, (lo, _), o, step in zip(
+      spec.in_shape, spec.window, spec.strides, spec.dilation, spec.padding,
+      spec.out_shape, plane):
+    start = np.arange(o) * s - lo
+    base = np.add.outer(base, start * step)
+    taps = start[:, None] + np.arange(k) * d
+    inside = np.multiply.outer(inside, ((taps >= 0) & (taps < n)).any(1))
+  index = jnp.broadcast_to(
+      base.reshape(spec.full(base.shape, 1)).astype(_INDEX), tap.shape)
+  for k, d, step, w in zip(spec.window, spec.dilation, plane, window):
+    if k > 1:
+      coordinate = lax.rem(lax.div(tap, _INDEX(w)), _INDEX(k))
+      index = index + coordinate * _INDEX(d * step)
+  if not inside.all():
+    # A window wholly in the padding (PyTorch rejects such padding) has no
+    # element to point at.
+    index = jnp.where(inside.reshape(spec.full(inside.shape, 1)), index,
+                      _INDEX(-1))
+  return index
+
+
+def max_pool_with_indices(
+    x: ArrayLike, window_shape: Shape, strides: IntOrSequence | None = None,
+    padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
+    ceil_mode: bool = False,
+    channels_first: bool = False) -> tuple[jax.Array, jax.Array]:
+  """Max pooling that also returns where each maximum is.
+
+  The values are :func:`jaxpool.max_pool`'s (and so are their gradients).
+  Each index is the flat, row-major position of the chosen element in its
+  channel's spatial plane of the unpadded input, as PyTorch's
+  ``max_pool{1,2,3}d(..., return_indices=True)``: the first maximum in
+  row-major window order, the last NaN if any, and the first element inside
+  the input if all are ``-inf``. A window wholly in the padding (PyTorch
+  rejects such padding) gets index -1.
+
+  Shapes: as :func:`jaxpool.max_pool`; both outputs have its output shape.
+
+  Example:
+    >>> y, i = jaxpool.max_pool_with_indices(jnp.ones((8, 32, 32, 3)), (2, 2))
+
+  Args:
+    x: the input, float, integer or bool.
+    window_shape: the window's size along each spatial dim.
+    strides: an int or one per spatial dim; default: the window.
+    padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
+    dilation: an int or one per spatial dim.
+    ceil_mode: round the output size up, as PyTorch.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    ``(values, indices)``: the maxima, of ``x``'s dtype, and their int32
+    flat indices (not differentiable).
+
+  Raises:
+    ValueError: as :func:`jaxpool.max_pool`.
+  """
+  x = jnp.asarray(x)
+  spec = window_spec(x.shape, window_shape, strides, padding,
+                     dilation=dilation, ceil_mode=ceil_mode,
+                     channels_first=channels_first)
+  values = _lowering.window_reduce(x, spec, "max")
+  _, tap = _lowering.selected_tap(lax.stop_gradient(x), spec, "max")
+  tap = jnp.broadcast_to(tap.astype(_INDEX), values.shape)
+  return values, _flat_index(tap, spec)
+
+
+# ---------------------------------------------------------------------------
+# Unpooling.
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
+def _unpool(x: jax.Array, index: jax.Array, size: int) -> jax.Array:
+  """``(P, S, Q)`` values into ``(P, size, Q)`` at ``index`` along dim 1.
+
+  Where indices collide the element latest in the plane wins, as in
+  PyTorch's CPU loop; XLA's own scatter leaves that order unspecified, so
+  the winner is found first with an integer scatter-max.
+  """
+  shape = (x.shape[0], size, x.shape[2])
+  where = (lax.broadcasted_iota(_INDEX, x.shape, 0), index,
+           lax.broadcasted_iota(_INDEX, x.shape, 2))
+  winner = jnp.full(shape, -1, _INDEX).at[where].max(
+      lax.broadcasted_iota(_INDEX, x.shape, 1), mode="drop",
+      wrap_negative_indices=False)
+  values = jnp.take_along_axis(x, jnp.maximum(winner, 0), axis=1,
+                               mode="clip")
+  return jnp.where(winner >= 0, values, np.zeros((), x.dtype))
+
+
+@_unpool.defjvp
+def _unpool_jvp(size, primals, tangents):
+  # Written as a scatter-add, the tangent's transpose is a gather: each
+  # input's gradient is the output cotangent at its index, as PyTorch's
+  # backward, colliding indices included.
+  (x, index), (t, _) = primals, tangents
+  where = (lax.broadcasted_iota(_INDEX, x.shape, 0), index,
+           lax.broadcasted_iota(_INDEX, x.shape, 2))
+  t_out = jnp.zeros((x.shape[0], size, x.shape[2]), t.dtype).at[where].add(
+      t, mode="drop", wrap_negative_indices=False)
+  return _unpool(x, index, size), t_out
+
+
+def _check_indices(x: jax.Array, indices: jax.Array, size: int) -> None:
+  if indices.shape != x.shape:
+    raise ValueError(
+        f"indices must have the shape of x, {x.shape}, got {indices.shape}.")
+  if not jnp.issubdtype(indices.dtype, jnp.integer):
+    raise ValueError(f"indices must be integers, got dtype {indices.dtype}.")
+  if isinstance(indices, jax.core.Tracer) or indices.size == 0:
+    return
+  # Concrete, so checked on the host: jnp would stage it when under jit.
+  concrete = np.asarray(indices)
+  low, high = int(concrete.min()), int(concrete.max())
+  if low < 0 or high >= size:
+    raise ValueError(
+        f"indices must lie in [0, {size}) (the size of the output's spatial "
+        f"plane), got values from {low} to {high}.")
+
+
+def max_unpool(x: ArrayLike, indices: ArrayLike, spatial_shape: Shape, *,
+               channels_first: bool = False) -> jax.Array:
+  """Max unpooling: puts each value at its index, zeros elsewhere.
+
+  The inverse of :func:`max_pool_with_indices`, as PyTorch's
+  ``max_unpool{1,2,3}d``: ``indices`` are flat positions in each channel's
+  output plane of ``spatial_shape``. Where indices collide the value latest
+  in the input plane wins (PyTorch's CPU result). The gradient with respect
+  to ``x`` is the output's cotangent at each index, as PyTorch's (so
+  colliding values all get it); ``indices`` have none. Under ``jit``,
+  out-of-range indices are dropped; outside it they raise.
+
+  Shapes: ``x`` and ``indices`` are ``(*batch, *spatial, C)``, or
+  ``(*batch, C, *spatial)`` with ``channels_first=True``, where the number
+  of spatial dims is ``len(spatial_shape)``; any number of batch dims. The
+  output is ``(*batch, *spatial_shape, C)`` (or ``(*batch, C,
+  *spatial_shape)``).
+
+  Example:
+    >>> y, i = jaxpool.max_pool_with_indices(x, (2, 2))
+    >>> x_up = jaxpool.max_unpool(y, i, x.shape[1:3])
+
+  Args:
+    x: the values.
+    indices: integer flat indices, of ``x``'s shape.
+    spatial_shape: the output's spatial sizes.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the unpooled array, of ``x``'s dtype.
+
+  Raises:
+    ValueError: for ``indices`` not integers or not of ``x``'s shape, or
+      out of range (outside ``jit``), an empty or non-positive
+      ``spatial_shape``, or ``x`` with too few dims.
+  """
+  x = jnp.asarray(x)
+  indices = jnp.asarray(indices)
+  if not isinstance(spatial_shape, Sequence) or isinstance(
+      spatial_shape, str):
+    raise TypeError(
+        f"spatial_shape must be a sequence of ints, got {spatial_shape!r}.")
+  if not spatial_shape:
+    raise ValueError("spatial_shape must not be empty.")
+  spatial_shape = int_tuple(spatial_shape, len(spatial_shape),
+                            "spatial_shape")
+  axes, channel_axis = layout_axes(x.shape, len(spatial_shape),
+                                   channels_first)
+  size = math.prod(spatial_shape)
+  _check_indices(x, indices, size)
+  batch = x.shape[:min(axes[0], channel_axis)]
+  plane = math.prod(x.shape[a] for a in axes)
+  if channels_first:
+    view = (math.prod(batch) * x.shape[channel_axis], plane, 1)
+    out_shape = batch + (x.shape[channel_axis],) + spatial_shape
+  else:
+    view = (math.prod(batch), plane, x.shape[channel_axis])
+    out_shape = batch + spatial_shape + (x.shape[channel_axis],)
+  y = _unpool(x.reshape(view), indices.astype(_INDEX).reshape(view), size)
+  return y.reshape(out_shape)

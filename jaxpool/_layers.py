@@ -1,0 +1,181 @@
+"""The fields of each pooling layer, shared by the Linen and NNX modules.
+
+Each class lists one pooling function's arguments other than ``x`` as
+dataclass fields, with the function's names, defaults and keyword-only marks,
+and names the function. :mod:`jaxpool.linen` and :mod:`jaxpool.nnx` add a
+Flax base whose ``__call__`` is one call of that function, so a layer and its
+function are one code path and each field list is written once, here.
+``tests/test_linen.py`` checks every list against its function's signature.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
+
+import jax
+
+import jaxpool
+from jaxpool._pyramid import LevelLike
+from jaxpool._typing import IntOrSequence, OutputSizeLike, PaddingLike, Shape
+
+
+def _frozen(value: Any) -> Any:
+  """``value`` with every list made a tuple, so that a field hashes."""
+  if isinstance(value, (list, tuple)):
+    return tuple(_frozen(v) for v in value)
+  return value
+
+
+@functools.cache
+def keyword_names(function: Callable[..., Any]) -> tuple[str, ...]:
+  """The names of ``function``'s arguments after its first, ``x``."""
+  return tuple(inspect.signature(function).parameters)[1:]
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class Layer:
+  """A pooling function's arguments as fields; Flax adds ``__call__``.
+
+  ``eq`` and ``repr`` are left to Flax, which gives both APIs their own.
+  """
+
+  function: ClassVar[Callable[..., jax.Array]]
+
+  def __post_init__(self) -> None:
+    # Linen hashes its modules and NNX keeps lists as graph nodes, so window
+    # arguments are stored as tuples; object.__setattr__ because Linen's own
+    # __setattr__ needs the state its __post_init__ has not yet made.
+    for name in keyword_names(self.function):
+      object.__setattr__(self, name, _frozen(getattr(self, name)))
+    post_init = getattr(super(), "__post_init__", None)
+    if post_init is not None:
+      post_init()
+
+  def _pool(self, x: jax.typing.ArrayLike) -> jax.Array:
+    """One call of :attr:`function` with these fields as its arguments."""
+    return self.function(
+        x, **{name: getattr(self, name)
+              for name in keyword_names(self.function)})
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class MaxPool(Layer):
+  """The arguments of :func:`jaxpool.max_pool`."""
+
+  function = staticmethod(jaxpool.max_pool)
+  window_shape: Shape
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  _: dataclasses.KW_ONLY
+  dilation: IntOrSequence = 1
+  ceil_mode: bool = False
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class MinPool(MaxPool):
+  """The arguments of :func:`jaxpool.min_pool` (those of ``max_pool``)."""
+
+  function = staticmethod(jaxpool.min_pool)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class AvgPool(Layer):
+  """The arguments of :func:`jaxpool.avg_pool`."""
+
+  function = staticmethod(jaxpool.avg_pool)
+  window_shape: Shape
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  _: dataclasses.KW_ONLY
+  dilation: IntOrSequence = 1
+  ceil_mode: bool = False
+  count_include_pad: bool = True
+  divisor_override: int | None = None
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class LPPool(Layer):
+  """The arguments of :func:`jaxpool.lp_pool`."""
+
+  function = staticmethod(jaxpool.lp_pool)
+  p: float
+  window_shape: Shape
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  _: dataclasses.KW_ONLY
+  ceil_mode: bool = False
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class AdaptiveAvgPool(Layer):
+  """The arguments of :func:`jaxpool.adaptive_avg_pool`."""
+
+  function = staticmethod(jaxpool.adaptive_avg_pool)
+  output_size: OutputSizeLike
+  _: dataclasses.KW_ONLY
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class AdaptiveMaxPool(AdaptiveAvgPool):
+  """The arguments of :func:`jaxpool.adaptive_max_pool`."""
+
+  function = staticmethod(jaxpool.adaptive_max_pool)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class GlobalAvgPool(Layer):
+  """The arguments of :func:`jaxpool.global_avg_pool`."""
+
+  function = staticmethod(jaxpool.global_avg_pool)
+  _: dataclasses.KW_ONLY
+  keepdims: bool = False
+  spatial_dims: int | None = None
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class GlobalMaxPool(GlobalAvgPool):
+  """The arguments of :func:`jaxpool.global_max_pool`."""
+
+  function = staticmethod(jaxpool.global_max_pool)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class SpatialPyramidPool(Layer):
+  """The arguments of :func:`jaxpool.spatial_pyramid_pool`."""
+
+  function = staticmethod(jaxpool.spatial_pyramid_pool)
+  levels: Sequence[LevelLike] = (1, 2, 4)
+  _: dataclasses.KW_ONLY
+  method: str = "max"
+  bins: str = "adaptive"
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class SppYolo(Layer):
+  """The arguments of :func:`jaxpool.spp_yolo`."""
+
+  function = staticmethod(jaxpool.spp_yolo)
+  window_sizes: Sequence[LevelLike] = (5, 9, 13)
+  _: dataclasses.KW_ONLY
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class SPPF(Layer):
+  """The arguments of :func:`jaxpool.sppf`."""
+
+  function = staticmethod(jaxpool.sppf)
+  window_size: LevelLike = 5
+  repeats: int = 3
+  _: dataclasses.KW_ONLY
+  channels_first: bool = False

@@ -1,0 +1,219 @@
+"""Spatial pyramid pooling: SPPNet's fixed-length vector, YOLO's SPP, SPPF."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.typing import ArrayLike
+
+from jaxpool._adaptive import Bins, bin_pool, spatial_rank, spatial_sizes
+from jaxpool._pooling import max_pool
+from jaxpool._spec import int_tuple, layout_axes
+
+#: A pyramid level or a window: an int (the same on every spatial dim) or
+#: one int per spatial dim.
+LevelLike = Union[int, Sequence[int]]
+
+_METHODS = ("max", "avg")
+_BIN_RULES = ("adaptive", "sppnet")
+
+
+def _entries(value: Any, name: str) -> tuple[Any, ...]:
+  """A non-empty sequence of levels (or window sizes)."""
+  if not isinstance(value, Sequence) or isinstance(value, str):
+    raise TypeError(
+        f"{name} must be a sequence of ints or of tuples of ints, got "
+        f"{value!r}.")
+  if not value:
+    raise ValueError(f"{name} must not be empty.")
+  return tuple(value)
+
+
+def _choice(value: Any, choices: tuple[str, ...], name: str) -> str:
+  if value not in choices:
+    raise ValueError(f"{name} must be one of {choices}, got {value!r}.")
+  return value
+
+
+def _sppnet_bins(a: int, n: int, dim: int) -> Bins:
+  """SPPNet's bins: windows of ``ceil(a / n)``, ``floor(a / n)`` apart."""
+  window, stride = -(-a // n), a // n
+  count = 0 if stride == 0 else (a - window) // stride + 1
+  if count != n:
+    raise ValueError(
+        f"levels: the SPPNet rule (window ceil({a}/{n}) = {window}, stride "
+        f"floor({a}/{n}) = {stride}) does not give {n} bins for input size "
+        f"{a} of spatial dim {dim} (it gives {count}); use bins='adaptive'.")
+  return Bins.strided(a, window, stride, n)
+
+
+def spatial_pyramid_pool(x: ArrayLike, levels: Sequence[LevelLike] = (1, 2, 4),
+                         *, method: str = "max", bins: str = "adaptive",
+                         channels_first: bool = False) -> jax.Array:
+  """Spatial pyramid pooling: a fixed-length vector from any input size.
+
+  Each level pools the input to a fixed grid of bins; the result is the
+  concatenation, level by level, of each level's pooled map flattened in the
+  input's own layout. For 2-D channels-last input it equals
+  ``jnp.concatenate([adaptive_max_pool(x, (l, l)).reshape(n, -1)
+  for l in levels], axis=1)``.
+
+  Bins: ``"adaptive"`` uses PyTorch's adaptive bins (see
+  :func:`adaptive_max_pool`), defined for any input size. ``"sppnet"`` uses
+  the paper's rule, windows of ``ceil(a / n)`` elements ``floor(a / n)``
+  apart for ``n`` bins over ``a`` elements, which gives ``n`` bins only for
+  some sizes (13 into 3, 2 or 1, as in the paper, but not 7 into 4).
+
+  Shapes: ``x`` is ``(*batch, *spatial, C)``, or ``(*batch, C, *spatial)``
+  with ``channels_first=True``. A tuple level gives the spatial rank, with
+  any number of batch dims (none included); with only int levels ``x`` is
+  taken to have one batch dim, so the rank is ``x.ndim - 2``. Every batch
+  dim is kept: the output is ``(*batch, C * B)`` where ``B`` is the total
+  number of bins, ``sum(prod(level))``.
+
+  Example:
+    >>> y = jaxpool.spatial_pyramid_pool(jnp.ones((8, 13, 13, 256)))  # 5376
+
+  Args:
+    x: the input.
+    levels: the bins per spatial dim of each level: an int (the same on
+      every dim) or one int per dim.
+    method: ``"max"`` or ``"avg"``.
+    bins: ``"adaptive"`` or ``"sppnet"``.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the pooled vector, of ``x``'s dtype (avg of integers: the default
+    float).
+
+  Raises:
+    ValueError: for empty levels, a zero or negative level, levels of
+      different ranks, an unknown method or bin rule, a size the SPPNet rule
+      cannot split, or ``x`` with too few dims.
+
+  References:
+    He et al. 2014, "Spatial Pyramid Pooling in Deep Convolutional Networks
+    for Visual Recognition".
+  """
+  x = jnp.asarray(x)
+  levels = _entries(levels, "levels")
+  method = _choice(method, _METHODS, "method")
+  bins = _choice(bins, _BIN_RULES, "bins")
+  rank = spatial_rank(x.shape, levels, "levels")
+  in_sizes = spatial_sizes(x, rank, channels_first)
+  pieces = []
+  for level in levels:
+    grid = int_tuple(level, rank, "levels")
+    if bins == "adaptive":
+      level_bins = [Bins.adaptive(a, n) for a, n in zip(in_sizes, grid)]
+    else:
+      level_bins = [_sppnet_bins(a, n, dim)
+                    for dim, (a, n) in enumerate(zip(in_sizes, grid))]
+    pooled = bin_pool(x, level_bins, method, channels_first)
+    pieces.append(pooled.reshape(pooled.shape[:-(rank + 1)] + (-1,)))
+  return jnp.concatenate(pieces, axis=-1)
+
+
+def _same_max_pool(x: jax.Array, window: tuple[int, ...],
+                   channels_first: bool) -> jax.Array:
+  return max_pool(x, window, 1, "SAME", channels_first=channels_first)
+
+
+def spp_yolo(x: ArrayLike, window_sizes: Sequence[LevelLike] = (5, 9, 13), *,
+             channels_first: bool = False) -> jax.Array:
+  """YOLO's spatial pyramid pooling: the input and its max pools, stacked.
+
+  Each window gives a stride-1 ``"SAME"`` max pool (padding never wins), so
+  the spatial size is kept; the result is ``[x, pool_1(x), pool_2(x), ...]``
+  concatenated on the channel axis, as YOLOv5's ``SPP``. For odd windows
+  ``"SAME"`` is PyTorch's ``padding=k // 2``; an even window pads one more
+  element after than before.
+
+  Shapes: ``x`` is ``(*batch, *spatial, C)``, or ``(*batch, C, *spatial)``
+  with ``channels_first=True``. A tuple window gives the spatial rank, with
+  any number of batch dims; with only int windows ``x`` is taken to have one
+  batch dim, so the rank is ``x.ndim - 2``. The output has
+  ``C * (1 + len(window_sizes))`` channels.
+
+  Example:
+    >>> y = jaxpool.spp_yolo(jnp.ones((8, 20, 20, 256)))  # (8, 20, 20, 1024)
+
+  Args:
+    x: the input.
+    window_sizes: the window of each pool: an int (the same on every
+      spatial dim) or one int per dim.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the stacked maps, of ``x``'s dtype.
+
+  Raises:
+    ValueError: for empty ``window_sizes``, a zero or negative window,
+      windows of different ranks, or ``x`` with too few dims.
+
+  References:
+    He et al. 2014, "Spatial Pyramid Pooling in Deep Convolutional Networks
+    for Visual Recognition"; its stride-1 form is YOLOv3-SPP's and
+    YOLOv5's.
+  """
+  x = jnp.asarray(x)
+  entries = _entries(window_sizes, "window_sizes")
+  rank = spatial_rank(x.shape, entries, "window_sizes")
+  _, channel_axis = layout_axes(x.shape, rank, channels_first)
+  windows = [int_tuple(w, rank, "window_sizes") for w in entries]
+  return jnp.concatenate(
+      [x] + [_same_max_pool(x, w, channels_first) for w in windows],
+      axis=channel_axis)
+
+
+def sppf(x: ArrayLike, window_size: LevelLike = 5, repeats: int = 3, *,
+         channels_first: bool = False) -> jax.Array:
+  """YOLOv5's SPPF: ``repeats`` chained max pools, stacked with the input.
+
+  ``y_1 = pool(x)``, ``y_2 = pool(y_1)``, ...; the result is
+  ``[x, y_1, ..., y_repeats]`` on the channel axis, each ``pool`` a stride-1
+  ``"SAME"`` max pool of ``window_size``. Chained pools of ``k`` equal one
+  pool of ``r * (k - 1) + 1``, so ``sppf(x, 5, 3)`` equals
+  ``spp_yolo(x, (5, 9, 13))`` in value, and faster. Its gradient is the
+  chain's, as in PyTorch: with unique values it equals SPP's; among tied
+  maxima it may pick a different one than a single pool would.
+
+  Shapes: ``x`` is ``(*batch, *spatial, C)``, or ``(*batch, C, *spatial)``
+  with ``channels_first=True``. A tuple ``window_size`` gives the spatial
+  rank, with any number of batch dims; an int means one batch dim, so the
+  rank is ``x.ndim - 2``. The output has ``C * (1 + repeats)`` channels.
+
+  Example:
+    >>> y = jaxpool.sppf(jnp.ones((8, 20, 20, 256)))  # (8, 20, 20, 1024)
+
+  Args:
+    x: the input.
+    window_size: the window of each pool: an int or one int per dim.
+    repeats: the number of chained pools, at least 1.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the stacked maps, of ``x``'s dtype.
+
+  Raises:
+    ValueError: for a zero or negative window or ``repeats``, or ``x`` with
+      too few dims.
+
+  References:
+    Jocher et al., YOLOv5 (2020), ``models/common.py: SPPF``.
+  """
+  x = jnp.asarray(x)
+  rank = spatial_rank(x.shape, (window_size,), "window_size")
+  _, channel_axis = layout_axes(x.shape, rank, channels_first)
+  window = int_tuple(window_size, rank, "window_size")
+  if isinstance(repeats, Sequence) or isinstance(repeats, np.ndarray):
+    raise TypeError(f"repeats must be an int, got {repeats!r}.")
+  repeats = int_tuple(repeats, 1, "repeats")[0]
+  outputs = [x]
+  for _ in range(repeats):
+    outputs.append(_same_max_pool(outputs[-1], window, channels_first))
+  return jnp.concatenate(outputs, axis=channel_axis)
