@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,6 +33,7 @@ from jax.typing import ArrayLike
 
 from jaxpool import _lowering
 from jaxpool._pooling import accumulation_dtype
+from jaxpool._sharding import partitioned
 from jaxpool._spec import WindowSpec, int_tuple, layout_axes, window_spec
 from jaxpool._typing import OutputSizeLike
 
@@ -317,6 +319,34 @@ def _bin_max_jvp(plan, primals, tangents):
                  tangents)
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _global_max(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+  return jnp.max(x, axis=axes, keepdims=True)
+
+
+@_global_max.defjvp
+def _global_max_jvp(axes, primals, tangents):
+  # PyTorch's element (the last NaN if any, else the first maximum in
+  # row-major order) found by reductions over the whole plane, not a loop
+  # over its elements: split over devices, each is one small all-reduce.
+  (x,), (t,) = primals, tangents
+  y = _global_max(x, axes)
+  position = jnp.zeros((1,) * x.ndim, _INDEX)
+  for axis in axes:
+    dims = [1] * x.ndim
+    dims[axis] = x.shape[axis]
+    position = position * _INDEX(x.shape[axis]) + lax.broadcasted_iota(
+        _INDEX, dims, axis)
+  none = _INDEX(math.prod(x.shape[a] for a in axes))
+  first = jnp.min(jnp.where(x == y, position, none), axis=axes, keepdims=True)
+  last_nan = jnp.max(jnp.where(x != x, position, _INDEX(-1)), axis=axes,
+                     keepdims=True)
+  chosen = jnp.where(last_nan >= 0, last_nan, first)
+  t_out = jnp.sum(jnp.where(position == chosen, t, np.zeros((), t.dtype)),
+                  axis=axes, keepdims=True)
+  return y, t_out
+
+
 def bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
              channels_first: bool) -> jax.Array:
   """The max or mean over each bin of every spatial dim.
@@ -338,6 +368,9 @@ def bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
   if method == "max":
     if not jnp.issubdtype(x.dtype, jnp.inexact):
       return _max_forward(x, plan)
+    if all(b.count == 1 and b.lengths[0] == b.size for b in bins):
+      axes, _ = layout_axes(x.shape, len(bins), channels_first)
+      return _global_max(x, tuple(axes))
     return _bin_max(x, plan)
   acc, out = accumulation_dtype(x.dtype)
   total = x.astype(acc)
@@ -462,6 +495,7 @@ def _documented(fn):
   return fn
 
 
+@partitioned
 @_documented
 def adaptive_avg_pool(x: ArrayLike, output_size: OutputSizeLike, *,
                       channels_first: bool = False) -> jax.Array:
@@ -495,6 +529,7 @@ def adaptive_avg_pool(x: ArrayLike, output_size: OutputSizeLike, *,
                   channels_first)
 
 
+@partitioned
 @_documented
 def adaptive_max_pool(x: ArrayLike, output_size: OutputSizeLike, *,
                       channels_first: bool = False) -> jax.Array:
@@ -530,6 +565,7 @@ def adaptive_max_pool(x: ArrayLike, output_size: OutputSizeLike, *,
                   channels_first)
 
 
+@partitioned
 @_documented
 def global_avg_pool(x: ArrayLike, *, keepdims: bool = False,
                     spatial_dims: int | None = None,
@@ -562,6 +598,7 @@ def global_avg_pool(x: ArrayLike, *, keepdims: bool = False,
   return _squeeze_spatial(y, len(bins), keepdims, channels_first)
 
 
+@partitioned
 @_documented
 def global_max_pool(x: ArrayLike, *, keepdims: bool = False,
                     spatial_dims: int | None = None,

@@ -13,6 +13,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from jaxpool import _lowering
+from jaxpool._sharding import partitioned
 from jaxpool._spec import WindowSpec, int_tuple, layout_axes, window_spec
 from jaxpool._typing import IntOrSequence, PaddingLike, Shape
 
@@ -56,6 +57,7 @@ def _flat_index(tap: jax.Array, spec: WindowSpec) -> jax.Array:
   return index
 
 
+@partitioned
 def max_pool_with_indices(
     x: ArrayLike, window_shape: Shape, strides: IntOrSequence | None = None,
     padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
@@ -106,6 +108,15 @@ def max_pool_with_indices(
 # Unpooling.
 
 
+def _per_plane(fn):
+  """``fn`` of one ``(S,)`` plane, mapped over dims 0 and 2 of ``(P, S, Q)``.
+
+  Mapped, the scatters and gathers carry those dims as batching dims, which
+  XLA partitions shard by shard: a batch split needs no collective.
+  """
+  return jax.vmap(jax.vmap(fn, in_axes=1, out_axes=1), in_axes=0, out_axes=0)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(2,))
 def _unpool(x: jax.Array, index: jax.Array, size: int) -> jax.Array:
   """``(P, S, Q)`` values into ``(P, size, Q)`` at ``index`` along dim 1.
@@ -114,15 +125,15 @@ def _unpool(x: jax.Array, index: jax.Array, size: int) -> jax.Array:
   PyTorch's CPU loop; XLA's own scatter leaves that order unspecified, so
   the winner is found first with an integer scatter-max.
   """
-  shape = (x.shape[0], size, x.shape[2])
-  where = (lax.broadcasted_iota(_INDEX, x.shape, 0), index,
-           lax.broadcasted_iota(_INDEX, x.shape, 2))
-  winner = jnp.full(shape, -1, _INDEX).at[where].max(
-      lax.broadcasted_iota(_INDEX, x.shape, 1), mode="drop",
-      wrap_negative_indices=False)
-  values = jnp.take_along_axis(x, jnp.maximum(winner, 0), axis=1,
-                               mode="clip")
-  return jnp.where(winner >= 0, values, np.zeros((), x.dtype))
+
+  def plane(x, index):
+    winner = jnp.full((size,), -1, _INDEX).at[index].max(
+        lax.iota(_INDEX, x.shape[0]), mode="drop",
+        wrap_negative_indices=False)
+    values = jnp.take(x, jnp.maximum(winner, 0), mode="clip")
+    return jnp.where(winner >= 0, values, np.zeros((), x.dtype))
+
+  return _per_plane(plane)(x, index)
 
 
 @_unpool.defjvp
@@ -131,11 +142,9 @@ def _unpool_jvp(size, primals, tangents):
   # input's gradient is the output cotangent at its index, as PyTorch's
   # backward, colliding indices included.
   (x, index), (t, _) = primals, tangents
-  where = (lax.broadcasted_iota(_INDEX, x.shape, 0), index,
-           lax.broadcasted_iota(_INDEX, x.shape, 2))
-  t_out = jnp.zeros((x.shape[0], size, x.shape[2]), t.dtype).at[where].add(
+  scatter = lambda t, index: jnp.zeros((size,), t.dtype).at[index].add(
       t, mode="drop", wrap_negative_indices=False)
-  return _unpool(x, index, size), t_out
+  return _unpool(x, index, size), _per_plane(scatter)(t, index)
 
 
 def _check_indices(x: jax.Array, indices: jax.Array, size: int) -> None:
@@ -155,6 +164,7 @@ def _check_indices(x: jax.Array, indices: jax.Array, size: int) -> None:
         f"plane), got values from {low} to {high}.")
 
 
+@partitioned(arrays=2)
 def max_unpool(x: ArrayLike, indices: ArrayLike, spatial_shape: Shape, *,
                channels_first: bool = False) -> jax.Array:
   """Max unpooling: puts each value at its index, zeros elsewhere.

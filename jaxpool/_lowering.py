@@ -441,6 +441,28 @@ def _region_taps(x: jax.Array, spec: WindowSpec,
           for tap in _strided_taps(part, spec, out_shape)]
 
 
+def _stitch(pieces: Sequence[jax.Array], axis: int,
+            ranges: Sequence[tuple[int, int]]) -> jax.Array:
+  """``pieces`` laid side by side along ``axis`` at output ``ranges``.
+
+  Each is padded to the full extent and picked by an iota mask instead of
+  concatenated: XLA partitions a concatenation along a sharded axis with
+  all-to-alls that reshuffle whole shards, and a pad with a halo exchange.
+  """
+  total = ranges[-1][1]
+  big = max(range(len(pieces)), key=lambda i: pieces[i].shape[axis])
+  lo, hi = ranges[big]
+  config = [(0, 0, 0)] * pieces[big].ndim
+  config[axis] = (lo, total - hi, 0)
+  result = lax.pad(pieces[big], jnp.zeros((), pieces[big].dtype), config)
+  for i, (piece, (lo, _)) in enumerate(zip(pieces, ranges)):
+    if i != big:
+      start = [0] * piece.ndim
+      start[axis] = lo
+      result = lax.dynamic_update_slice(result, piece, start)
+  return result
+
+
 def _slices_selection(x: jax.Array, spec: WindowSpec,
                       op: str) -> tuple[jax.Array, jax.Array]:
   """The selection with every tap a strided slice of the unpadded ``x``.
@@ -463,7 +485,8 @@ def _slices_selection(x: jax.Array, spec: WindowSpec,
     if len(parts) == 1:
       return parts[0]
     axis = spec.spatial_axes[level]
-    return tuple(lax.concatenate(list(p), axis) for p in zip(*parts))
+    return tuple(_stitch(list(p), axis, [r for r in per_dim[level]])
+                 for p in zip(*parts))
 
   return build(0, [])
 

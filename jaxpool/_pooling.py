@@ -13,6 +13,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from jaxpool import _lowering
+from jaxpool._sharding import partitioned
 from jaxpool._spec import WindowSpec, window_spec
 from jaxpool._typing import IntOrSequence, PaddingLike, Reducer, Shape
 
@@ -74,6 +75,7 @@ def _init_value(init: ArrayLike, dtype) -> ArrayLike:
   return np.asarray(init, dtype)
 
 
+@partitioned
 @_documented
 def pool(x: ArrayLike, init: ArrayLike, reducer: Reducer,
          window_shape: Shape, strides: IntOrSequence | None = None,
@@ -116,6 +118,7 @@ def pool(x: ArrayLike, init: ArrayLike, reducer: Reducer,
       window_dilation=spec.full(spec.dilation, 1))
 
 
+@partitioned
 @_documented
 def max_pool(x: ArrayLike, window_shape: Shape,
              strides: IntOrSequence | None = None,
@@ -156,6 +159,7 @@ def max_pool(x: ArrayLike, window_shape: Shape,
   return _lowering.window_reduce(x, spec, "max")
 
 
+@partitioned
 @_documented
 def min_pool(x: ArrayLike, window_shape: Shape,
              strides: IntOrSequence | None = None,
@@ -215,6 +219,7 @@ def _window_mean(x: jax.Array, spec: WindowSpec, count_include_pad: bool,
   return (total / divisor).astype(out)
 
 
+@partitioned
 @_documented
 def avg_pool(x: ArrayLike, window_shape: Shape,
              strides: IntOrSequence | None = None,
@@ -270,6 +275,7 @@ def _check_p(p) -> float:
   return float(p)
 
 
+@partitioned
 @_documented
 def lp_pool(x: ArrayLike, p: float, window_shape: Shape,
             strides: IntOrSequence | None = None,

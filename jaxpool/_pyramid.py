@@ -12,6 +12,7 @@ from jax.typing import ArrayLike
 
 from jaxpool._adaptive import Bins, bin_pool, spatial_rank, spatial_sizes
 from jaxpool._pooling import max_pool
+from jaxpool._sharding import partitioned
 from jaxpool._spec import int_tuple, layout_axes
 
 #: A pyramid level or a window: an int (the same on every spatial dim) or
@@ -51,6 +52,7 @@ def _sppnet_bins(a: int, n: int, dim: int) -> Bins:
   return Bins.strided(a, window, stride, n)
 
 
+@partitioned
 def spatial_pyramid_pool(x: ArrayLike, levels: Sequence[LevelLike] = (1, 2, 4),
                          *, method: str = "max", bins: str = "adaptive",
                          channels_first: bool = False) -> jax.Array:
@@ -123,6 +125,7 @@ def _same_max_pool(x: jax.Array, window: tuple[int, ...],
   return max_pool(x, window, 1, "SAME", channels_first=channels_first)
 
 
+@partitioned
 def spp_yolo(x: ArrayLike, window_sizes: Sequence[LevelLike] = (5, 9, 13), *,
              channels_first: bool = False) -> jax.Array:
   """YOLO's spatial pyramid pooling: the input and its max pools, stacked.
@@ -170,6 +173,7 @@ def spp_yolo(x: ArrayLike, window_sizes: Sequence[LevelLike] = (5, 9, 13), *,
       axis=channel_axis)
 
 
+@partitioned
 def sppf(x: ArrayLike, window_size: LevelLike = 5, repeats: int = 3, *,
          channels_first: bool = False) -> jax.Array:
   """YOLOv5's SPPF: ``repeats`` chained max pools, stacked with the input.

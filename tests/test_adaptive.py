@@ -379,6 +379,23 @@ def test_global_max_gradient_goes_to_first_maximum():
   np.testing.assert_array_equal(grad[0, :, 0], [0, 1, 0, 0])
 
 
+def test_global_max_nan_and_inf_gradients_match_torch():
+  # NaN: the last NaN of the plane takes the gradient; all -inf: the first.
+  rng = np.random.default_rng(11)
+  x = rng.standard_normal((3, 4, 5, 2)).astype(np.float32)
+  x[0, 1, 2, 0] = x[0, 3, 1, 0] = np.nan
+  x[1, :, :, 1] = -np.inf
+  x[2, 2, 2, :] = np.inf
+  ct = rng.standard_normal((3, 1, 1, 2)).astype(np.float32)
+  y, vjp = jax.vjp(jax.jit(functools.partial(jaxpool.global_max_pool,
+                                             keepdims=True)), jnp.asarray(x))
+  torch_fn = functools.partial(TORCH_ADAPTIVE["max", 2], output_size=1)
+  y_torch, grad_torch = torch_vjp(torch_fn, x, ct, 2, False)
+  np.testing.assert_array_equal(y, y_torch.reshape(y.shape))
+  np.testing.assert_array_equal(vjp(jnp.asarray(ct))[0], grad_torch)
+  assert np.asarray(vjp(jnp.asarray(ct))[0])[0, 3, 1, 0] == ct[0, 0, 0, 0]
+
+
 # ---------------------------------------------------------------------------
 # Bad input.
 
