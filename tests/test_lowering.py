@@ -348,6 +348,12 @@ def test_plan_picks_the_lowering(case, expected):
     assert _lowering.plan(spec) is Lowering.PLAIN
 
 
+def test_non_overlapping_sums_take_blocks():
+  spec = window_spec((8, 32, 32, 3), (2, 2), 2, 0)
+  assert _lowering.plan(spec, "sum") is Lowering.RESHAPE
+  assert _lowering.plan(spec, "max") is Lowering.SLICES
+
+
 def test_dilation_takes_slices():
   spec = window_spec((8, 32, 32, 3), (3, 3), 1, 2, dilation=2)
   assert _lowering.plan(spec) is Lowering.SLICES
