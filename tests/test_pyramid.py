@@ -231,7 +231,11 @@ class PyramidVariantsTest(parameterized.TestCase):
     fn = jax.jit(functools.partial(jaxpool.spatial_pyramid_pool,
                                    levels=(1, (2, 3), 4), method=method))
     check_grads(fn, (x,), order=1, modes=("fwd", "rev"), eps=1e-2)
-    np.testing.assert_array_equal(jax.vmap(fn)(x[:, None])[:, 0], fn(x))
+    batched = jax.vmap(fn)(x[:, None])[:, 0]
+    if method == "max":
+      np.testing.assert_array_equal(batched, fn(x))
+    else:  # Matrix products of another batch size may sum in another order.
+      np.testing.assert_allclose(batched, fn(x), rtol=1e-6)
 
 
 # ---------------------------------------------------------------------------
