@@ -13,6 +13,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from jaxpool import _lowering
+from jaxpool._pooling import documented
 from jaxpool._sharding import partitioned
 from jaxpool._spec import WindowSpec, int_tuple, layout_axes, window_spec
 from jaxpool._typing import IntOrSequence, PaddingLike, Shape
@@ -58,6 +59,7 @@ def _flat_index(tap: jax.Array, spec: WindowSpec) -> jax.Array:
 
 
 @partitioned
+@documented
 def max_pool_with_indices(
     x: ArrayLike, window_shape: Shape, strides: IntOrSequence | None = None,
     padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
@@ -80,12 +82,7 @@ def max_pool_with_indices(
 
   Args:
     x: the input, float, integer or bool.
-    window_shape: the window's size along each spatial dim.
-    strides: an int or one per spatial dim; default: the window.
-    padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
-    dilation: an int or one per spatial dim.
-    ceil_mode: round the output size up, as PyTorch.
-    channels_first: the layout is ``(*batch, C, *spatial)``.
+    {window_args}
 
   Returns:
     ``(values, indices)``: the maxima, of ``x``'s dtype, and their int32

@@ -27,9 +27,25 @@ _LAYOUT_DOC = """Shapes: ``x`` is ``(*batch, *spatial, C)``, or ``(*batch, C, *s
   padding (PyTorch's rule)."""
 
 
-def _documented(fn):
-  """Puts the shared shape rule into ``fn``'s docstring."""
-  fn.__doc__ = fn.__doc__.replace("{layout}", _LAYOUT_DOC)
+_WINDOW_ARGS_DOC = """window_shape: the window's size along each spatial dim.
+    strides: an int or one per spatial dim; default: the window.
+    padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
+    dilation: an int or one per spatial dim (PyTorch's ``dilation``).
+    ceil_mode: round the output size up, as PyTorch.
+    channels_first: the layout is ``(*batch, C, *spatial)``."""
+
+_WINDOW_RAISES_DOC = """ValueError: for a non-positive window, stride or dilation, an unknown or
+      ill-sized padding, a window larger than the padded input, or ``x`` with
+      too few dims."""
+
+
+def documented(fn):
+  """Puts the shared shape rule and window arguments into ``fn``'s
+  docstring."""
+  for key, text in (("{layout}", _LAYOUT_DOC),
+                    ("{window_args}", _WINDOW_ARGS_DOC),
+                    ("{window_raises}", _WINDOW_RAISES_DOC)):
+    fn.__doc__ = fn.__doc__.replace(key, text)
   return fn
 
 
@@ -76,7 +92,7 @@ def _init_value(init: ArrayLike, dtype) -> ArrayLike:
 
 
 @partitioned
-@_documented
+@documented
 def pool(x: ArrayLike, init: ArrayLike, reducer: Reducer,
          window_shape: Shape, strides: IntOrSequence | None = None,
          padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
@@ -94,20 +110,13 @@ def pool(x: ArrayLike, init: ArrayLike, reducer: Reducer,
     x: the input.
     init: the reduction's identity, e.g. ``0`` for ``lax.add``.
     reducer: a binary reduction such as ``lax.add`` or ``lax.max``.
-    window_shape: the window's size along each spatial dim.
-    strides: an int or one per spatial dim; default: the window.
-    padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
-    dilation: an int or one per spatial dim.
-    ceil_mode: round the output size up, as PyTorch.
-    channels_first: the layout is ``(*batch, C, *spatial)``.
+    {window_args}
 
   Returns:
     the reduced array, of ``x``'s dtype.
 
   Raises:
-    ValueError: for a non-positive window, stride or dilation, an unknown or
-      ill-sized padding, a window larger than the padded input, or ``x`` with
-      too few dims.
+    {window_raises}
   """
   x = jnp.asarray(x)
   spec = _spec(x, window_shape, strides, padding, dilation, ceil_mode,
@@ -119,7 +128,7 @@ def pool(x: ArrayLike, init: ArrayLike, reducer: Reducer,
 
 
 @partitioned
-@_documented
+@documented
 def max_pool(x: ArrayLike, window_shape: Shape,
              strides: IntOrSequence | None = None,
              padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
@@ -138,20 +147,13 @@ def max_pool(x: ArrayLike, window_shape: Shape,
 
   Args:
     x: the input, float, integer or bool.
-    window_shape: the window's size along each spatial dim.
-    strides: an int or one per spatial dim; default: the window.
-    padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
-    dilation: an int or one per spatial dim (PyTorch's ``dilation``).
-    ceil_mode: round the output size up, as PyTorch.
-    channels_first: the layout is ``(*batch, C, *spatial)``.
+    {window_args}
 
   Returns:
     the pooled array, of ``x``'s dtype.
 
   Raises:
-    ValueError: for a non-positive window, stride or dilation, an unknown or
-      ill-sized padding, a window larger than the padded input, or ``x`` with
-      too few dims.
+    {window_raises}
   """
   x = jnp.asarray(x)
   spec = _spec(x, window_shape, strides, padding, dilation, ceil_mode,
@@ -160,7 +162,7 @@ def max_pool(x: ArrayLike, window_shape: Shape,
 
 
 @partitioned
-@_documented
+@documented
 def min_pool(x: ArrayLike, window_shape: Shape,
              strides: IntOrSequence | None = None,
              padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
@@ -178,12 +180,7 @@ def min_pool(x: ArrayLike, window_shape: Shape,
 
   Args:
     x: the input, float, integer or bool.
-    window_shape: the window's size along each spatial dim.
-    strides: an int or one per spatial dim; default: the window.
-    padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
-    dilation: an int or one per spatial dim.
-    ceil_mode: round the output size up, as PyTorch.
-    channels_first: the layout is ``(*batch, C, *spatial)``.
+    {window_args}
 
   Returns:
     the pooled array, of ``x``'s dtype.
@@ -220,7 +217,7 @@ def _window_mean(x: jax.Array, spec: WindowSpec, count_include_pad: bool,
 
 
 @partitioned
-@_documented
+@documented
 def avg_pool(x: ArrayLike, window_shape: Shape,
              strides: IntOrSequence | None = None,
              padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
@@ -276,7 +273,7 @@ def _check_p(p) -> float:
 
 
 @partitioned
-@_documented
+@documented
 def lp_pool(x: ArrayLike, p: float, window_shape: Shape,
             strides: IntOrSequence | None = None,
             padding: PaddingLike = "VALID", *, ceil_mode: bool = False,
@@ -327,7 +324,7 @@ def lp_pool(x: ArrayLike, p: float, window_shape: Shape,
   return root.astype(out)
 
 
-@_documented
+@documented
 def pool_output_shape(input_shape: Sequence[int], window_shape: Shape,
                       strides: IntOrSequence | None = None,
                       padding: PaddingLike = "VALID",
@@ -345,12 +342,7 @@ def pool_output_shape(input_shape: Sequence[int], window_shape: Shape,
 
   Args:
     input_shape: the full input shape, batch and channel dims included.
-    window_shape: the window's size along each spatial dim.
-    strides: an int or one per spatial dim; default: the window.
-    padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
-    dilation: an int or one per spatial dim.
-    ceil_mode: round the output size up, as PyTorch.
-    channels_first: the layout is ``(*batch, C, *spatial)``.
+    {window_args}
 
   Returns:
     the output shape, batch and channel dims included.
