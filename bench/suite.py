@@ -20,8 +20,10 @@ constant cotangent), in float32 and bfloat16, for:
   input, measured in the same run (a jitted ``jnp.sum``).
 
 Run times are the median of several calls after a warm-up, the
-implementations interleaved call by call so that a load that comes and goes
-hits them alike; a JAX compile time is that of
+implementations interleaved call by call, in a new random order each round
+and after a short pause (so that neither a load that comes and goes nor the
+threads a previous call left spinning favour one of them); a JAX compile
+time is that of
 ``jax.jit(f).lower(x).compile()``, reported apart.
 """
 
@@ -42,6 +44,7 @@ from jax import lax
 import jaxpool
 
 IMPLS = ("jaxpool", "flax", "equinox", "torch")
+_SETTLE_S = 0.005
 PASSES = ("fwd", "fwd+bwd")
 DTYPES = ("float32", "bfloat16")
 
@@ -362,10 +365,17 @@ def measure(case: Case, dtype: str, direction: str, quick: bool,
     runners[f"torch:{layout}"] = run
 
   times = {name: [] for name in runners}
+  order = list(runners)
+  shuffle = np.random.default_rng(2).shuffle
   for _ in range(repeats):
-    for name, run in runners.items():
+    # A fresh order each round, and a pause before each call: the worker
+    # threads of the previous call (PyTorch's OpenMP pool, XLA's) spin for a
+    # while after it returns, and would slow whichever call came next.
+    shuffle(order)
+    for name in order:
+      time.sleep(_SETTLE_S)
       start = time.perf_counter()
-      run()
+      runners[name]()
       times[name].append(time.perf_counter() - start)
   for name, ts in times.items():
     if not name.startswith("torch:"):
