@@ -32,9 +32,7 @@ if __name__ == "__main__" and _FLAG not in os.environ.get("XLA_FLAGS", ""):
 import argparse
 import json
 import re
-import statistics
 import subprocess
-import time
 from collections.abc import Callable
 
 import jax
@@ -44,6 +42,7 @@ from jax import lax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec as P
 
 import jaxpool
+from bench.suite import median_call_ms
 
 DEVICES = 4
 NOTE = (f"{DEVICES} host CPU devices share {os.cpu_count()} cores: the split "
@@ -121,16 +120,6 @@ def _fwd_bwd(call: Callable[[jax.Array], object]):
   return jax.grad(loss)
 
 
-def _median_ms(fn, x, repeats: int) -> float:
-  jax.block_until_ready(fn(x))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn(x))
-    times.append(time.perf_counter() - start)
-  return 1e3 * statistics.median(times)
-
-
 def _measure(shape: tuple[int, ...], repeats: int) -> list[dict]:
   cpus = jax.devices("cpu")[:DEVICES]
   mesh = jax.make_mesh((DEVICES,), ("devices",), (AxisType.Auto,),
@@ -158,8 +147,9 @@ def _measure(shape: tuple[int, ...], repeats: int) -> list[dict]:
           compiled[split] = jax.jit(fn, in_shardings=sharding,
                                     out_shardings=out).lower(
                                         abstract).compile()
-        row["one_device_ms"] = _median_ms(one, x_one, repeats)
-        row["split_ms"] = _median_ms(compiled["rows"], x_rows, repeats)
+        row["one_device_ms"] = median_call_ms(one, x_one, repeats=repeats)
+        row["split_ms"] = median_call_ms(compiled["rows"], x_rows,
+                                         repeats=repeats)
         row["split_vs_one"] = row["split_ms"] / row["one_device_ms"]
         row["height_split"] = _summary(
             collectives(compiled["rows"].as_text()), shard)

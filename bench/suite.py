@@ -298,17 +298,22 @@ def _torch_runners(case: Case, x: np.ndarray, direction: str, dtype: str):
   return runners
 
 
+def median_call_ms(fn: Callable[..., Any], *args: Any, repeats: int) -> float:
+  """Median ms of ``repeats`` calls of ``fn(*args)`` after one warm-up call."""
+  jax.block_until_ready(fn(*args))
+  times = []
+  for _ in range(repeats):
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    times.append(time.perf_counter() - start)
+  return _median_ms(times)
+
+
 def _floor_ms(x: jax.Array, moved_bytes: int,
               repeats: int) -> tuple[float, float]:
   """Time of one full read of ``x``, and of ``moved_bytes`` at that speed."""
   read = jax.jit(jnp.sum).lower(x).compile()
-  jax.block_until_ready(read(x))
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(read(x))
-    times.append(time.perf_counter() - start)
-  read_ms = _median_ms(times)
+  read_ms = median_call_ms(read, x, repeats=repeats)
   return read_ms, read_ms * moved_bytes / x.nbytes
 
 

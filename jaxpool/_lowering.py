@@ -453,9 +453,11 @@ def _stitch(pieces: Sequence[jax.Array], axis: int,
             ranges: Sequence[tuple[int, int]]) -> jax.Array:
   """``pieces`` laid side by side along ``axis`` at output ``ranges``.
 
-  Each is padded to the full extent and picked by an iota mask instead of
-  concatenated: XLA partitions a concatenation along a sharded axis with
-  all-to-alls that reshuffle whole shards, and a pad with a halo exchange.
+  The largest is padded to the full extent and the others are written over
+  it with ``dynamic_update_slice`` instead of a concatenation: XLA partitions
+  a concatenation along a sharded axis with all-to-alls that reshuffle whole
+  shards, a pad with a halo exchange, and an update with at most a gather of
+  the (thin) piece itself.
   """
   total = ranges[-1][1]
   big = max(range(len(pieces)), key=lambda i: pieces[i].shape[axis])
@@ -480,7 +482,7 @@ def _slices_selection(x: jax.Array, spec: WindowSpec,
   A pad with several users is never fused by XLA, so padding the input once
   would write a padded copy of it; instead the outputs are cut into the
   interior, whose windows need no padding, and thin border strips, each
-  padded on its own, and the pieces are concatenated back.
+  padded on its own, and the pieces are stitched back (:func:`_stitch`).
   """
   index_dtype = _index_dtype(spec)
   per_dim = _regions(spec)
