@@ -2,7 +2,8 @@
 
 Three 2-D cases, 224 -> 7 (sizes divide: a plain windowed reduction),
 13 -> 6 (they do not, but the bins are a regular window 3, stride 2) and
-64 -> 31 (irregular bins: gathered), on a channels-last
+64 -> 31 (irregular bins: a matrix product for avg, running maxima read
+at each bin's start for max), on a channels-last
 ``(batch, n, n, channels)`` float32 input, for jaxpool, PyTorch
 (``F.adaptive_*_pool2d``, the better of NCHW and channels_last) and
 Equinox (``eqx.nn.AdaptiveAvgPool2d`` / ``AdaptiveMaxPool2d``, vmapped over

@@ -8,13 +8,16 @@ global, and the spatial pyramid's) goes through :func:`bin_pool`:
 * dims whose bins are a regular window (every bin as long, starting a fixed
   stride apart: ``n % o == 0`` for adaptive bins) are reduced together by the
   core's windowed reduction;
-* every other dim gathers an ``(o, L)`` table of its bins' elements (padded
-  to the longest bin ``L <= ceil(n / o) + 1``) and reduces the ``L`` axis.
+* every other dim is reduced on its own: sums as a product with the 0/1
+  matrix of bin membership; maxima as a running maximum over windows of
+  each bin length (at most two lengths, ``ceil(n / o)`` and one more, built
+  from O(log L) slices by doubling), read at each bin's start.
 
 Nothing is emitted per bin, so compile time does not grow with the sizes.
-Derivatives never emit an XLA scatter in reverse mode: each gathered dim
-carries a ``jax.custom_jvp`` whose tangent is written as a scatter-add into
-the bins, whose transpose (what ``jax.grad`` runs) is a gather.
+The maximum's derivative is a ``jax.custom_jvp`` that finds PyTorch's
+element of each bin in a gathered ``(o, L)`` table of the bins' elements and
+writes the tangent as a scatter-add into the bins, whose transpose (what
+``jax.grad`` runs) is a gather: no XLA scatter in reverse mode.
 """
 
 from __future__ import annotations
@@ -40,6 +43,9 @@ from jaxpool._typing import OutputSizeLike
 _INDEX = np.int32
 # Bins up to this long pick their element in an unrolled loop.
 _UNROLL = 16
+# Running maxima up to this long take their taps one by one; longer ones
+# double (fewer ops to compile, more passes over memory).
+_SLICED = 64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,7 +139,7 @@ class Bins:
 
 
 # ---------------------------------------------------------------------------
-# One gathered dim.
+# One dim of irregular bins.
 
 
 def _along(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
@@ -156,19 +162,12 @@ def _pad_one(x: jax.Array, axis: int, value) -> jax.Array:
   return lax.pad(x, jnp.asarray(value, x.dtype), config)
 
 
-def _gather(x: jax.Array, axis: int, bins: Bins, fill) -> jax.Array:
-  """The elements of each bin: ``(..., n, ...)`` to ``(..., o, L, ...)``.
-
-  Bins shorter than ``L`` are padded with ``fill`` at their end.
-  """
-  if bins.blocks:
-    window = int(bins.lengths[0])
-    x = lax.slice_in_dim(x, 0, bins.count * window, axis=axis)
-    return x.reshape(x.shape[:axis] + (bins.count, window) +
-                     x.shape[axis + 1:])
-  if np.any(bins.lengths != bins.table.shape[1]):
-    x = _pad_one(x, axis, fill)
-  return _take(x, axis, bins.table)
+def _blocks(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
+  """Non-overlapping bins side by side: ``(..., n, ...)`` to
+  ``(..., o, L, ...)``, by a reshape."""
+  window = int(bins.lengths[0])
+  x = lax.slice_in_dim(x, 0, bins.count * window, axis=axis)
+  return x.reshape(x.shape[:axis] + (bins.count, window) + x.shape[axis + 1:])
 
 
 def _scatter_into_bins(u: jax.Array, axis: int, bins: Bins) -> jax.Array:
@@ -213,26 +212,96 @@ def _first_max(xg: jax.Array, axis: int) -> jax.Array:
   return lax.fori_loop(_INDEX(1), _INDEX(length), step, carry)[1]
 
 
-def _gathered_max(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
-  fill = _lowering.identity(x.dtype, "max")
-  return jnp.max(_gather(x, axis, bins, fill), axis=axis + 1)
+def _running_max(x: jax.Array, axis: int,
+                 lengths: Sequence[int]) -> dict[int, jax.Array]:
+  """The maximum over every window of each length along ``axis``, stride 1.
+
+  For each ``l`` in ``lengths`` (ascending) the result has ``n - l + 1``
+  entries along ``axis``, entry ``s`` the maximum of ``[s, s + l)``.
+  Windows up to ``_SLICED`` long take their taps one by one, which XLA
+  fuses into one pass over ``x``; longer ones are built by doubling, a
+  non-power of two as two overlapping halves: O(log l) ops, so compile
+  time does not grow with the bins. Every op is a slice, which XLA
+  partitions with halo exchanges only.
+  """
+  n = x.shape[axis]
+
+  def cut(a, start, count):
+    return lax.slice_in_dim(a, start, start + count, axis=axis)
+
+  result = {}
+  if lengths[-1] <= _SLICED:
+    acc, done = None, 0
+    for l in lengths:
+      count = n - l + 1
+      acc = None if acc is None else cut(acc, 0, count)
+      for j in range(done, l):
+        acc = cut(x, j, count) if acc is None else jnp.maximum(
+            acc, cut(x, j, count))
+      result[l], done = acc, l
+    return result
+  table, width = {1: x}, 1
+  while 2 * width <= lengths[-1]:
+    count = n - 2 * width + 1
+    table[2 * width] = jnp.maximum(cut(table[width], 0, count),
+                                   cut(table[width], width, count))
+    width *= 2
+  for l in lengths:
+    p = 1 << (l.bit_length() - 1)
+    result[l] = table[l] if p == l else jnp.maximum(
+        cut(table[p], 0, n - l + 1), cut(table[p], l - p, n - l + 1))
+  return result
+
+
+def _irregular_max(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
+  """The maximum of each bin: of the running maximum of the bin's length,
+  the entry at the bin's start. Not differentiated (see :func:`_bin_max`)."""
+  out = None
+  running = _running_max(x, axis, sorted(set(int(l) for l in bins.lengths)))
+  for l, r in running.items():
+    starts = np.minimum(bins.starts, bins.size - l).astype(_INDEX)
+    taken = _take(r, axis, starts)
+    out = taken if out is None else jnp.where(
+        _along(bins.lengths == l, axis, r.ndim), taken, out)
+  return out
+
+
+def _gather(x: jax.Array, axis: int, bins: Bins, fill) -> jax.Array:
+  """The elements of each bin: ``(..., n, ...)`` to ``(..., o, L, ...)``.
+
+  Bins shorter than ``L`` are padded with ``fill`` at their end.
+  """
+  if bins.blocks:
+    return _blocks(x, axis, bins)
+  if np.any(bins.lengths != bins.table.shape[1]):
+    x = _pad_one(x, axis, fill)
+  return _take(x, axis, bins.table)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
 def _max_stage(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
-  return _gathered_max(x, axis, bins)
+  # Differentiated: from the same gathered table as its JVP's search, which
+  # XLA then gathers once.
+  fill = _lowering.identity(x.dtype, "max")
+  return _lowering.reduce_extremum(_gather(x, axis, bins, fill), (axis + 1,),
+                                  "max")
 
 
 @_max_stage.defjvp
 def _max_stage_jvp(axis, bins, primals, tangents):
   (x,), (t,) = primals, tangents
+  # The choice of element is piecewise constant in x. It is searched in a
+  # gathered (o, L) table of the bins: searching running windows instead
+  # (as the undifferentiated forward does) lets XLA fuse the search into
+  # the gathers below, redoing it for every element of every bin (15x
+  # slower for 256 -> 7).
   xg = _gather(lax.stop_gradient(x), axis, bins, -np.inf)
   k = _first_max(xg, axis + 1)
   zero = np.zeros((), t.dtype)
   if bins.blocks:
     chosen = lax.broadcasted_iota(_INDEX, xg.shape, axis + 1) == (
         jnp.expand_dims(k, axis + 1))
-    t_out = jnp.sum(jnp.where(chosen, _gather(t, axis, bins, 0), zero),
+    t_out = jnp.sum(jnp.where(chosen, _blocks(t, axis, bins), zero),
                     axis=axis + 1)
   else:
     chosen = k + _along(np.asarray(bins.starts, _INDEX), axis, k.ndim)
@@ -275,7 +344,7 @@ class _Plan:
 
   Attributes:
     spec: the windowed reduction over every regular dim at once, or None.
-    gathered: ``(axis, bins)`` of the dims the spec leaves to gathers.
+    irregular: ``(axis, bins)`` of the dims the spec leaves to per-dim stages.
     stages: ``(axis, bins)`` of every dim to reduce, last spatial dim first:
       reducing them one at a time in that order keeps PyTorch's row-major
       first-maximum rule (the first maximum of each row, then the first row
@@ -283,33 +352,33 @@ class _Plan:
   """
 
   spec: WindowSpec | None
-  gathered: tuple[tuple[int, Bins], ...]
+  irregular: tuple[tuple[int, Bins], ...]
   stages: tuple[tuple[int, Bins], ...]
 
 
 def _plan(shape: tuple[int, ...], bins: Sequence[Bins],
           channels_first: bool) -> _Plan:
   axes, _ = layout_axes(shape, len(bins), channels_first)
-  window, strides, gathered = [], [], []
+  window, strides, irregular = [], [], []
   for axis, b in zip(axes, bins):
     ws = None if b.identity else b.window_stride
     window.append(1 if ws is None else ws[0])
     strides.append(1 if ws is None else ws[1])
     if ws is None and not b.identity:
-      gathered.append((axis, b))
+      irregular.append((axis, b))
   spec = None
   if any(w > 1 or s > 1 for w, s in zip(window, strides)):
     spec = window_spec(shape, window, strides, channels_first=channels_first)
   stages = tuple((a, b) for a, b in reversed(tuple(zip(axes, bins)))
                  if not b.identity)
-  return _Plan(spec, tuple(gathered), stages)
+  return _Plan(spec, tuple(irregular), stages)
 
 
 def _max_forward(x: jax.Array, plan: _Plan) -> jax.Array:
   if plan.spec is not None:
     x = _lowering.window_reduce(x, plan.spec, "max")
-  for axis, bins in plan.gathered:
-    x = _gathered_max(x, axis, bins)
+  for axis, bins in plan.irregular:
+    x = _irregular_max(x, axis, bins)
   return x
 
 
@@ -326,15 +395,16 @@ def _bin_max(x: jax.Array, plan: _Plan) -> jax.Array:
 
 @_bin_max.defjvp
 def _bin_max_jvp(plan, primals, tangents):
-  # The forward reduces all regular dims in one windowed op; derivatives go
-  # dim by dim so that each picks its element without unrolling the window.
+  # The forward reduces all regular dims in one windowed op and the others
+  # by running maxima; derivatives go dim by dim over gathered tables of the
+  # bins, so that each picks its element without unrolling the window.
   return jax.jvp(functools.partial(_max_staged, plan=plan), primals,
                  tangents)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _global_max(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-  return jnp.max(x, axis=axes, keepdims=True)
+  return _lowering.reduce_extremum(x, axes, "max", keepdims=True)
 
 
 @_global_max.defjvp
@@ -384,7 +454,7 @@ def bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
     if all(b.count == 1 and b.lengths[0] == b.size for b in bins):
       axes, _ = layout_axes(x.shape, len(bins), channels_first)
       return _global_max(x, tuple(axes))
-    if not plan.gathered:
+    if not plan.irregular:
       # Regular bins are windows: the windowed max and its own derivative,
       # which picks the same element.
       return _max_forward(x, plan)
@@ -393,7 +463,7 @@ def bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
   total = x.astype(acc)
   if plan.spec is not None:
     total = _lowering.window_reduce(total, plan.spec, "sum")
-  for axis, b in plan.gathered:
+  for axis, b in plan.irregular:
     total = _sum_stage(total, axis, b)
   counts = functools.reduce(np.multiply.outer, [b.lengths for b in bins],
                             np.ones((), np.int64))

@@ -300,6 +300,34 @@ def _reduce_window(x: jax.Array, spec: WindowSpec, op: str) -> jax.Array:
       window_dilation=spec.full(spec.dilation, 1))
 
 
+def reduce_extremum(x: jax.Array, axes: Sequence[int], op: str,
+                    keepdims: bool = False) -> jax.Array:
+  """``jnp.max`` (or ``jnp.min``) over ``axes``, NaN propagating.
+
+  XLA:CPU (jax 0.10) runs such reductions in YNNPACK kernels that return
+  the largest non-NaN element, so a window holding a NaN would not give NaN
+  as PyTorch's does. Elementwise maxima propagate NaN everywhere: up to
+  ``MAX_TAPS_1D`` elements are folded so (one pass, as fast); longer
+  reductions get a NaN check.
+  """
+  axes = tuple(axes)
+  reduce = jnp.max if op == "max" else jnp.min
+  if not jnp.issubdtype(x.dtype, jnp.inexact):
+    return reduce(x, axis=axes, keepdims=keepdims)
+  sizes = [x.shape[a] for a in axes]
+  if int(np.prod(sizes)) > MAX_TAPS_1D:
+    y = reduce(x, axis=axes, keepdims=keepdims)
+    nan = jnp.any(jnp.isnan(x), axis=axes, keepdims=keepdims)
+    return jnp.where(nan, jnp.asarray(np.nan, x.dtype), y)
+  parts = []
+  for offsets in np.ndindex(*sizes):
+    index = [slice(None)] * x.ndim
+    for a, o in zip(axes, offsets):
+      index[a] = slice(o, o + 1) if keepdims else o
+    parts.append(x[tuple(index)])
+  return functools.reduce(_COMBINE[op], parts)
+
+
 def _blocks(x: jax.Array, spec: WindowSpec,
             value) -> tuple[jax.Array, tuple[int, ...]]:
   """Non-overlapping windows of ``x`` (padded by ``value``) on axes of their own."""
@@ -335,8 +363,9 @@ def _forward(x: jax.Array, spec: WindowSpec, op: str,
     # A reduction over exact blocks is XLA:CPU's fastest max (a YNNPACK
     # kernel, native in bfloat16); sums are as fast as taps either way.
     blocks, axes = _blocks(x, spec, identity(x.dtype, op))
-    reduce = {"sum": jnp.sum, "max": jnp.max, "min": jnp.min}[op]
-    return reduce(blocks, axis=axes)
+    if op == "sum":
+      return jnp.sum(blocks, axis=axes)
+    return reduce_extremum(blocks, axes, op)
   y = functools.reduce(_COMBINE[op], [_tap(x, spec, offsets, op)
                                       for offsets in np.ndindex(*spec.window)])
   return _keep_fused(y).astype(x.dtype)
@@ -506,8 +535,7 @@ def _blocks_selection(x: jax.Array, spec: WindowSpec,
   """The selection over non-overlapping windows by reductions over blocks."""
   fill = identity(x.dtype, op)
   blocks, axes = _blocks(x, spec, fill)
-  reduce = jnp.max if op == "max" else jnp.min
-  best = reduce(blocks, axis=axes, keepdims=True)
+  best = reduce_extremum(blocks, axes, op, keepdims=True)
   tap = _block_tap_iota(blocks.ndim, blocks.shape, axes)
   size = np.int32(spec.window_size)
   first = jnp.min(jnp.where(blocks == best, tap, size), axis=axes)
@@ -585,6 +613,9 @@ def _select_blocks(t: jax.Array, spec: WindowSpec,
 def _extremum(x: jax.Array, spec: WindowSpec, op: str,
               lowering: Lowering) -> jax.Array:
   if lowering is Lowering.SEPARABLE:  # One stage of a separable window.
+    if _non_overlapping(spec):
+      # XLA:CPU would run it as a reduction that drops NaN.
+      return _forward(x, spec, op, Lowering.RESHAPE)
     return _reduce_window(x, spec, op)
   return _forward(x, spec, op, lowering)
 

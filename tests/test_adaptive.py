@@ -186,15 +186,23 @@ def test_adaptive_matches_torch_and_numpy(op, config):
   np.testing.assert_allclose(grad, grad_np, rtol=1e-5, atol=1e-5)
 
 
+# Regular bins (9 -> 4, 7 -> 3, 5 -> 2: windows 3, 3, 4 at strides 2, 2, 1)
+# and irregular ones (11 -> 4: lengths 3, 4, 4, 3; 41 -> 3: 14, 15, 14;
+# 10 -> 4: starts 0, 2, 5, 7), which take the running maximum tap by tap,
+# and 200 -> 3 (lengths 67, 68, 67), longer than that: by doubling.
 @pytest.mark.parametrize("rank", [1, 2, 3])
-def test_max_nan_and_inf_follow_torch(rank):
+@pytest.mark.parametrize("in_spatial,out_shape", [
+    ((9, 7, 5), (4, 3, 2)), ((11, 41, 10), (4, 3, 4)),
+    ((200, 11, 10), (3, 4, 4))])
+def test_max_nan_and_inf_follow_torch(rank, in_spatial, out_shape):
   rng = np.random.default_rng(rank)
-  in_spatial = (9, 7, 5)[:rank]
-  out_shape = (4, 3, 2)[:rank]
+  in_spatial, out_shape = in_spatial[:rank], out_shape[:rank]
   x = rng.standard_normal((2, 3) + in_spatial).astype(np.float32)
+  x = np.maximum(x, 0.5)  # ties
   x[0, 0].flat[[1, 4, 6]] = np.nan
   x[0, 1] = -np.inf
   x[1, 2].flat[::3] = np.nan
+  x[1, 1].flat[::5] = np.inf
   ct = rng.standard_normal((2, 3) + out_shape).astype(np.float32)
   y, vjp = jax.vjp(jax.jit(lambda x: jaxpool.adaptive_max_pool(
       x, out_shape, channels_first=True)), jnp.asarray(x))
@@ -202,7 +210,32 @@ def test_max_nan_and_inf_follow_torch(rank):
                          output_size=out_shape if rank > 1 else out_shape[0])
   y_torch, grad_torch = torch_vjp(fn, x, ct, rank, True)
   np.testing.assert_array_equal(y, y_torch)
-  np.testing.assert_array_equal(vjp(jnp.asarray(ct))[0], grad_torch)
+  # An element chosen by several overlapping bins sums their cotangents,
+  # in an order that may differ from PyTorch's by one rounding.
+  np.testing.assert_allclose(vjp(jnp.asarray(ct))[0], grad_torch, rtol=1e-6,
+                             atol=0)
+
+
+# At this size XLA:CPU runs max reductions in library kernels that drop NaN.
+@pytest.mark.parametrize("output_size", [7, 5, 1])
+def test_max_nan_at_library_kernel_sizes_follows_torch(output_size):
+  rng = np.random.default_rng(12)
+  x = rng.standard_normal((8, 56, 56, 64)).astype(np.float32)
+  x[rng.random(x.shape) < 0.001] = np.nan
+  ct = rng.standard_normal((8, output_size, output_size, 64)).astype(
+      np.float32)
+  y, vjp = jax.vjp(jax.jit(lambda x: jaxpool.adaptive_max_pool(
+      x, output_size)), jnp.asarray(x))
+  y_torch, grad_torch = torch_vjp(
+      functools.partial(F.adaptive_max_pool2d, output_size=output_size), x,
+      ct, 2, False)
+  np.testing.assert_array_equal(jax.jit(lambda x: jaxpool.adaptive_max_pool(
+      x, output_size))(x), y_torch)
+  np.testing.assert_array_equal(y, y_torch)
+  np.testing.assert_allclose(vjp(jnp.asarray(ct))[0], grad_torch, rtol=1e-6,
+                             atol=0)
+  global_max = jax.jit(jaxpool.global_max_pool)(x)
+  np.testing.assert_array_equal(global_max, np.max(x, axis=(1, 2)))
 
 
 def test_equinox_example_from_the_issue():

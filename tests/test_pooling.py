@@ -560,6 +560,37 @@ def test_nan_inf_and_ties_match_torch_on_every_lowering(op, case, plain):
     np.testing.assert_allclose(g, gt, rtol=1e-6, atol=1e-6, err_msg=kind)
 
 
+# At these sizes XLA:CPU runs max/min reductions in library kernels that
+# drop NaN (a window holding NaN and numbers gives the largest number); at
+# the small sizes above it does not.
+LIBRARY_KERNEL_CASES = {
+    "blocks_2x2": ((8, 56, 56, 64), (2, 2)),
+    "blocks_8x8": ((8, 56, 56, 64), (8, 8)),
+    "blocks_3d": ((2, 8, 56, 56, 32), (2, 2, 2)),
+}
+
+
+@pytest.mark.parametrize("case", list(LIBRARY_KERNEL_CASES))
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_nan_propagates_at_library_kernel_sizes(op, case):
+  x_shape, window = LIBRARY_KERNEL_CASES[case]
+  cfg = Config(batch=x_shape[:1], channels=x_shape[-1], in_shape=x_shape[1:-1],
+               window=window, strides=window, padding=0, dilation=1,
+               ceil_mode=False, channels_first=False)
+  fn = functools.partial(
+      jaxpool.max_pool if op == "max" else jaxpool.min_pool, **cfg.kwargs())
+  torch_max = functools.partial(_torch_nd("max_pool", cfg.nspatial),
+                                **cfg.torch_kwargs())
+  torch_fn = torch_max if op == "max" else lambda t: -torch_max(-t)
+  rng = np.random.default_rng(11)
+  x = rng.standard_normal(x_shape).astype(np.float32)
+  x[rng.random(x_shape) < 0.01] = np.nan
+  y, g, ct = jax_vjp(fn, x, rng)
+  yt, gt = torch_vjp(torch_fn, x, ct, cfg)
+  np.testing.assert_array_equal(y, yt)
+  np.testing.assert_allclose(g, gt, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("plain", [False, True])
 def test_dilated_max_gradient(plain):
   # jax.grad of a dilated lax.reduce_window max raises NotImplementedError;

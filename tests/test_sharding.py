@@ -151,7 +151,6 @@ class Case:
     rows: the most rows of a shard any one collective may move: a windowed
       pool's halo is its window's extent; a pool to a fixed size may gather
       that many output rows.
-    backward_rows: the same for forward+backward, if not ``rows``.
     forward: the collectives the forward pass may use under spatial splits.
     backward: those forward+backward may use under spatial splits.
     splits: the splits it is compiled under.
@@ -164,7 +163,6 @@ class Case:
   shape: tuple[int, ...] = (8, 64, 64, 8)
   spatial_axes: tuple[int, ...] = (1, 2)
   rows: int = 3
-  backward_rows: int | None = None
   forward: frozenset[str] = HALO
   backward: frozenset[str] = HALO
   splits: tuple[str, ...] = FEW_SPLITS
@@ -219,12 +217,9 @@ ALL_CASES = (
          keeps_split=False),
     Case("adaptive_max_64_to_8", "adaptive_max_pool",
          lambda x: jaxpool.adaptive_max_pool(x, (8, 8)), rows=0),
-    # Known limit: the gradient of bins that straddle shards is gathered
-    # from the pooled cotangent by XLA as masked copies all-reduced at the
-    # size of the whole input gradient (see README, "Sharding").
     Case("adaptive_max_64_to_7", "adaptive_max_pool",
          lambda x: jaxpool.adaptive_max_pool(x, (7, 7)), rows=7,
-         backward_rows=64, keeps_split=False),
+         keeps_split=False),
     # A global pool reduces across shards: one all-reduce of (N, C).
     Case("global_avg", "global_avg_pool",
          lambda x: jaxpool.global_avg_pool(x), rows=1, forward=REDUCTION,
@@ -349,13 +344,10 @@ def test_sharded_pooling(case: Case, split: str, backward: bool):
     assert set(counts(found)) <= allowed, counts(found)
     shard = math.prod(case.shape) // 4  # Every split uses all 4 devices.
     row = shard // SPLITS[split].shard_rows(case)
-    rows = case.rows
-    if backward and case.backward_rows is not None:
-      rows = case.backward_rows
     largest = max((n for _, n in found), default=0)
-    assert largest <= rows * row, (
+    assert largest <= case.rows * row, (
         f"a collective moves {largest} elements, {largest / row:.1f} rows of "
-        f"a shard; at most {rows} may move: {found}")
+        f"a shard; at most {case.rows} may move: {found}")
 
   out = compiled(jax.device_put(_random(case.shape), sharding))
   value, grad = _single_device(case)
