@@ -404,7 +404,8 @@ def _bin_max_jvp(plan, primals, tangents):
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _global_max(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
-  return _lowering.reduce_extremum(x, axes, "max", keepdims=True)
+  return _lowering.reduce_extremum(x, axes, "max", keepdims=True,
+                                  fold_up_to=0)
 
 
 @_global_max.defjvp

@@ -301,31 +301,33 @@ def _reduce_window(x: jax.Array, spec: WindowSpec, op: str) -> jax.Array:
 
 
 def reduce_extremum(x: jax.Array, axes: Sequence[int], op: str,
-                    keepdims: bool = False) -> jax.Array:
+                    keepdims: bool = False,
+                    fold_up_to: int = MAX_TAPS_1D) -> jax.Array:
   """``jnp.max`` (or ``jnp.min``) over ``axes``, NaN propagating.
 
   XLA:CPU (jax 0.10) runs such reductions in YNNPACK kernels that return
   the largest non-NaN element, so a window holding a NaN would not give NaN
-  as PyTorch's does. Elementwise maxima propagate NaN everywhere: up to
-  ``MAX_TAPS_1D`` elements are folded so (one pass, as fast); longer
-  reductions get a NaN check.
+  as PyTorch's does. Elementwise maxima propagate NaN everywhere: each axis
+  of up to ``fold_up_to`` elements is folded so (one fused pass, as fast as
+  the kernel); a longer axis gets a NaN check. Axes that may be split over
+  devices want ``fold_up_to=0``: a reduction partitions into one
+  all-reduce, a fold into a collective per element.
   """
-  axes = tuple(axes)
+  axes = tuple(a % x.ndim for a in axes)
   reduce = jnp.max if op == "max" else jnp.min
   if not jnp.issubdtype(x.dtype, jnp.inexact):
     return reduce(x, axis=axes, keepdims=keepdims)
-  sizes = [x.shape[a] for a in axes]
-  if int(np.prod(sizes)) > MAX_TAPS_1D:
-    y = reduce(x, axis=axes, keepdims=keepdims)
-    nan = jnp.any(jnp.isnan(x), axis=axes, keepdims=keepdims)
-    return jnp.where(nan, jnp.asarray(np.nan, x.dtype), y)
-  parts = []
-  for offsets in np.ndindex(*sizes):
-    index = [slice(None)] * x.ndim
-    for a, o in zip(axes, offsets):
-      index[a] = slice(o, o + 1) if keepdims else o
-    parts.append(x[tuple(index)])
-  return functools.reduce(_COMBINE[op], parts)
+  y = x
+  for axis in axes:
+    n = y.shape[axis]
+    if n > fold_up_to:
+      nan = jnp.any(jnp.isnan(y), axis=axis, keepdims=True)
+      y = jnp.where(nan, jnp.asarray(np.nan, y.dtype),
+                    reduce(y, axis=axis, keepdims=True))
+    else:
+      y = functools.reduce(_COMBINE[op], [
+          lax.slice_in_dim(y, i, i + 1, axis=axis) for i in range(n)])
+  return y if keepdims else jnp.squeeze(y, axes)
 
 
 def _blocks(x: jax.Array, spec: WindowSpec,
