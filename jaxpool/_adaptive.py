@@ -283,8 +283,10 @@ def _max_stage(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
   # Differentiated: from the same gathered table as its JVP's search, which
   # XLA then gathers once.
   fill = _lowering.identity(x.dtype, "max")
+  # A reduction, not a fold: the next stage gathers from this one, and XLA
+  # would fuse a fold into that gather, redoing it for every element.
   return _lowering.reduce_extremum(_gather(x, axis, bins, fill), (axis + 1,),
-                                  "max")
+                                  "max", fold_up_to=0)
 
 
 @_max_stage.defjvp
