@@ -318,15 +318,17 @@ def reduce_extremum(x: jax.Array, axes: Sequence[int], op: str,
   if not jnp.issubdtype(x.dtype, jnp.inexact):
     return reduce(x, axis=axes, keepdims=keepdims)
   y = x
+  checked = tuple(a for a in axes if x.shape[a] > fold_up_to)
+  if checked:
+    # One reduction over all of them: split over devices, one all-reduce.
+    nan = jnp.any(jnp.isnan(y), axis=checked, keepdims=True)
+    y = jnp.where(nan, jnp.asarray(np.nan, y.dtype),
+                  reduce(y, axis=checked, keepdims=True))
   for axis in axes:
-    n = y.shape[axis]
-    if n > fold_up_to:
-      nan = jnp.any(jnp.isnan(y), axis=axis, keepdims=True)
-      y = jnp.where(nan, jnp.asarray(np.nan, y.dtype),
-                    reduce(y, axis=axis, keepdims=True))
-    else:
+    if axis not in checked:
       y = functools.reduce(_COMBINE[op], [
-          lax.slice_in_dim(y, i, i + 1, axis=axis) for i in range(n)])
+          lax.slice_in_dim(y, i, i + 1, axis=axis)
+          for i in range(y.shape[axis])])
   return y if keepdims else jnp.squeeze(y, axes)
 
 
