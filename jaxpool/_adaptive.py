@@ -218,34 +218,35 @@ def _running_max(x: jax.Array, axis: int,
   """The maximum over every window of each length along ``axis``, stride 1.
 
   For each ``l`` in ``lengths`` (ascending) the result has ``n - l + 1``
-  entries along ``axis``, entry ``s`` the maximum of ``[s, s + l)``.
-  Windows up to ``_SLICED`` long take their taps one by one, which XLA
-  fuses into one pass over ``x``; longer ones are one ``reduce_window``
+  entries along ``axis``, entry ``s`` the maximum of ``[s, s + l)``. The
+  shortest windows take their taps one by one up to ``_SLICED`` long, which
+  XLA fuses into one pass over ``x``, and are one ``reduce_window`` beyond
   (a slice per tap would be a halo exchange per tap when ``axis`` is split
-  over devices: 55 exchanges and 300x slower for 256 -> 7 over 4). A length
-  one more than the previous adds one tap to it. Both propagate NaN.
+  over devices: 55 exchanges and 300x slower for 256 -> 7 over 4); each
+  longer length adds its extra taps to the previous one (adaptive bins
+  differ by one). Both propagate NaN.
   """
   n = x.shape[axis]
 
   def cut(a, start, count):
     return lax.slice_in_dim(a, start, start + count, axis=axis)
 
-  result, acc, done = {}, None, 0
-  for l in lengths:
+  first = lengths[0]
+  count = n - first + 1
+  if first > _SLICED:
+    window = [1] * x.ndim
+    window[axis] = first
+    acc = lax.reduce_window(x, _lowering.identity(x.dtype, "max"), lax.max,
+                            window, [1] * x.ndim, "VALID")
+  else:
+    acc = functools.reduce(jnp.maximum,
+                           [cut(x, j, count) for j in range(first)])
+  result = {first: acc}
+  for done, l in zip(lengths, lengths[1:]):
     count = n - l + 1
-    if acc is not None and l - done > 1 and l > _SLICED:
-      acc = None
-    if acc is None and l > _SLICED:
-      window = [1] * x.ndim
-      window[axis] = l
-      acc = lax.reduce_window(x, _lowering.identity(x.dtype, "max"), lax.max,
-                              window, [1] * x.ndim, "VALID")
-    else:
-      acc = None if acc is None else cut(acc, 0, count)
-      for j in range(done, l):
-        acc = cut(x, j, count) if acc is None else jnp.maximum(
-            acc, cut(x, j, count))
-    result[l], done = acc, l
+    acc = functools.reduce(jnp.maximum, [cut(acc, 0, count)] + [
+        cut(x, j, count) for j in range(done, l)])
+    result[l] = acc
   return result
 
 
@@ -277,10 +278,10 @@ def _gather(x: jax.Array, axis: int, bins: Bins, fill) -> jax.Array:
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
 def _max_stage(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
   # Differentiated: from the same gathered table as its JVP's search, which
-  # XLA then gathers once.
+  # XLA then gathers once; reduced, not folded, since the next stage gathers
+  # from this one and XLA would fuse a fold into that gather, redoing it for
+  # every element.
   fill = _lowering.identity(x.dtype, "max")
-  # A reduction, not a fold: the next stage gathers from this one, and XLA
-  # would fuse a fold into that gather, redoing it for every element.
   return _lowering.reduce_extremum(_gather(x, axis, bins, fill), (axis + 1,),
                                   "max", fold_up_to=0)
 

@@ -189,7 +189,7 @@ def test_adaptive_matches_torch_and_numpy(op, config):
 # Regular bins (9 -> 4, 7 -> 3, 5 -> 2: windows 3, 3, 4 at strides 2, 2, 1)
 # and irregular ones (11 -> 4: lengths 3, 4, 4, 3; 41 -> 3: 14, 15, 14;
 # 10 -> 4: starts 0, 2, 5, 7), which take the running maximum tap by tap,
-# and 200 -> 3 (lengths 67, 68, 67), longer than that: by doubling.
+# and 200 -> 3 (lengths 67, 68, 67), longer than that: by reduce_window.
 @pytest.mark.parametrize("rank", [1, 2, 3])
 @pytest.mark.parametrize("in_spatial,out_shape", [
     ((9, 7, 5), (4, 3, 2)), ((11, 41, 10), (4, 3, 4)),
