@@ -1,0 +1,207 @@
+"""jaxpool's pooling functions as Equinox modules.
+
+Each module's fields are its function's arguments other than ``x``, with the
+same names and defaults, taken from the field lists that the Linen and NNX
+modules use; every such field is static, so a module has no array leaves and
+calling it is one call of the function. They work under ``eqx.filter_jit``
+and ``eqx.filter_grad`` and in ``eqx.nn.Sequential``, whose ``key`` they
+accept and do not use. Equinox layers take one example, channels first, with
+no batch dim: pass ``channels_first=True`` (and ``spatial_dims`` to the global
+poolings) and ``jax.vmap`` the model over a batch, or keep jaxpool's default
+channels-last layout with any number of batch dims.
+
+Requires Equinox: ``pip install jaxpool[equinox]``.
+
+Example:
+  >>> import equinox as eqx
+  >>> import jax
+  >>> import jax.numpy as jnp
+  >>> from jaxpool.equinox import GlobalAvgPool, MaxPool
+  >>> model = eqx.nn.Sequential([
+  ...     eqx.nn.Conv2d(3, 8, 3, key=jax.random.key(0)),
+  ...     MaxPool((2, 2), channels_first=True),
+  ...     GlobalAvgPool(spatial_dims=2, channels_first=True)])
+  >>> model(jnp.ones((3, 16, 16))).shape
+  (8,)
+  >>> jax.vmap(model)(jnp.ones((4, 3, 16, 16))).shape
+  (4, 8)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import equinox as eqx
+import jax
+from jax.typing import ArrayLike
+
+from jaxpool import _layers
+
+
+class _Pool(eqx.Module):
+  """An Equinox module that applies one pooling function.
+
+  A subclass lists a ``_layers`` class first among its bases (after this
+  one); its fields, the function's keywords, are declared here again as
+  static Equinox fields with the same defaults and keyword-only marks, so
+  that the module is a pytree without leaves and its configuration hashes
+  into ``filter_jit``'s cache. A field the subclass annotates itself (a
+  learnable parameter, say) is left as it declares it.
+  """
+
+  def __init_subclass__(cls, **kwargs: Any) -> None:
+    super().__init_subclass__(**kwargs)
+    layers = [base for base in cls.__mro__[1:]
+              if issubclass(base, _layers.Layer) and base is not _layers.Layer]
+    if not layers:
+      raise TypeError(f"{cls.__name__} must also derive from a _layers class")
+    own = dict(cls.__dict__.get("__annotations__", {}))
+    fields = {f.name: f for f in dataclasses.fields(layers[0])}
+    annotations = {}
+    for name in _layers.keyword_names(cls.function):
+      if name in own:
+        continue
+      field = fields[name]
+      setattr(cls, name, eqx.field(
+          static=True, default=field.default,
+          default_factory=field.default_factory, kw_only=field.kw_only))
+      annotations[name] = field.type
+    cls.__annotations__ = {**annotations, **own}
+
+  def __call__(self, x: ArrayLike, *, key: jax.Array | None = None
+               ) -> jax.Array:
+    """Pools ``x``; ``key`` is accepted for ``eqx.nn.Sequential`` and unused."""
+    del key
+    return self._pool(x)  # type: ignore[attr-defined]
+
+
+class MaxPool(_Pool, _layers.MaxPool):
+  """Max pooling, :func:`jaxpool.max_pool`, as an Equinox module.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import MaxPool
+    >>> MaxPool((2, 2))(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+  """
+
+
+class MinPool(_Pool, _layers.MinPool):
+  """Min pooling, :func:`jaxpool.min_pool`, as an Equinox module.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import MinPool
+    >>> MinPool((3, 3), 2, 1)(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+  """
+
+
+class AvgPool(_Pool, _layers.AvgPool):
+  """Average pooling, :func:`jaxpool.avg_pool`, as an Equinox module.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import AvgPool
+    >>> AvgPool((3, 3), 2, 1)(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+  """
+
+
+class LPPool(_Pool, _layers.LPPool):
+  """Power-average pooling, :func:`jaxpool.lp_pool`, as an Equinox module.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import LPPool
+    >>> LPPool(2.0, (2, 2))(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+  """
+
+
+class AdaptiveAvgPool(_Pool, _layers.AdaptiveAvgPool):
+  """Adaptive average pooling, :func:`jaxpool.adaptive_avg_pool`, in Equinox.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import AdaptiveAvgPool
+    >>> AdaptiveAvgPool((7, 7))(jnp.ones((8, 13, 13, 64))).shape
+    (8, 7, 7, 64)
+  """
+
+
+class AdaptiveMaxPool(_Pool, _layers.AdaptiveMaxPool):
+  """Adaptive max pooling, :func:`jaxpool.adaptive_max_pool`, in Equinox.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import AdaptiveMaxPool
+    >>> AdaptiveMaxPool((7, 7))(jnp.ones((8, 13, 13, 64))).shape
+    (8, 7, 7, 64)
+  """
+
+
+class GlobalAvgPool(_Pool, _layers.GlobalAvgPool):
+  """Global average pooling, :func:`jaxpool.global_avg_pool`, in Equinox.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import GlobalAvgPool
+    >>> GlobalAvgPool()(jnp.ones((8, 7, 7, 64))).shape
+    (8, 64)
+  """
+
+
+class GlobalMaxPool(_Pool, _layers.GlobalMaxPool):
+  """Global max pooling, :func:`jaxpool.global_max_pool`, in Equinox.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import GlobalMaxPool
+    >>> GlobalMaxPool()(jnp.ones((8, 7, 7, 64))).shape
+    (8, 64)
+  """
+
+
+class SpatialPyramidPool(_Pool, _layers.SpatialPyramidPool):
+  """Spatial pyramid pooling, :func:`jaxpool.spatial_pyramid_pool`, in Equinox.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import SpatialPyramidPool
+    >>> SpatialPyramidPool()(jnp.ones((8, 16, 16, 64))).shape
+    (8, 1344)
+
+  References:
+    He et al. 2014, "Spatial Pyramid Pooling in Deep Convolutional Networks
+    for Visual Recognition".
+  """
+
+
+class SppYolo(_Pool, _layers.SppYolo):
+  """YOLO's spatial pyramid pooling, :func:`jaxpool.spp_yolo`, in Equinox.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import SppYolo
+    >>> SppYolo((5, 9, 13))(jnp.ones((8, 20, 20, 64))).shape
+    (8, 20, 20, 256)
+
+  References:
+    He et al. 2014 (SPPNet), in YOLOv3-SPP's stride-1 form.
+  """
+
+
+class SPPF(_Pool, _layers.SPPF):
+  """YOLOv5's fast SPP, :func:`jaxpool.sppf`, as an Equinox module.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import SPPF
+    >>> SPPF(5, 3)(jnp.ones((8, 20, 20, 64))).shape
+    (8, 20, 20, 256)
+
+  References:
+    Jocher et al., YOLOv5 (2020), ``models/common.py: SPPF``.
+  """
