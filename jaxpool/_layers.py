@@ -1,10 +1,12 @@
-"""The fields of each pooling layer, shared by the Linen and NNX modules.
+"""The fields of each pooling layer, shared by the Linen, NNX and Equinox modules.
 
 Each class lists one pooling function's arguments other than ``x`` as
 dataclass fields, with the function's names, defaults and keyword-only marks,
 and names the function. :mod:`jaxpool.linen` and :mod:`jaxpool.nnx` add a
-Flax base whose ``__call__`` is one call of that function, so a layer and its
-function are one code path and each field list is written once, here.
+Flax base, and :mod:`jaxpool.equinox` an Equinox one (which redeclares the
+fields as static), whose ``__call__`` is one call of that function, so a layer
+and its function are one code path and each field list is written once, here.
+A new layer is its field list here plus one short class in each of the three.
 ``tests/test_linen.py`` checks every list against its function's signature.
 """
 
