@@ -1,4 +1,4 @@
-"""The fields of each pooling layer, shared by the Linen, NNX and Equinox modules.
+"""Each pooling layer's fields, shared by the Linen, NNX and Equinox modules.
 
 Each class lists one pooling function's arguments other than ``x`` as
 dataclass fields, with the function's names, defaults and keyword-only marks,
