@@ -599,7 +599,13 @@ def adaptive_avg_pool(x: ArrayLike, output_size: OutputSizeLike, *,
   {rank}
 
   Example:
-    >>> y = jaxpool.adaptive_avg_pool(jnp.ones((8, 10, 10, 3)), (4, 4))
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> jaxpool.adaptive_avg_pool(jnp.ones((8, 10, 10, 3)), (4, 4)).shape
+    (8, 4, 4, 3)
+    >>> x = jnp.arange(10.0).reshape(1, 10, 1)  # (batch, length, channels)
+    >>> jaxpool.adaptive_avg_pool(x, 4).ravel().tolist()
+    [1.0, 3.0, 6.0, 8.0]
 
   Args:
     x: the input.
@@ -635,7 +641,13 @@ def adaptive_max_pool(x: ArrayLike, output_size: OutputSizeLike, *,
   {rank}
 
   Example:
-    >>> y = jaxpool.adaptive_max_pool(jnp.ones((8, 13, 13, 3)), 6)
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> jaxpool.adaptive_max_pool(jnp.ones((8, 13, 13, 3)), 6).shape
+    (8, 6, 6, 3)
+    >>> x = jnp.array([3, 1, 4, 1, 5, 9, 2, 6, 5, 3]).reshape(1, 10, 1)
+    >>> jaxpool.adaptive_max_pool(x, 4).ravel().tolist()
+    [4, 5, 9, 6]
 
   Args:
     x: the input, float, integer or bool.
@@ -665,7 +677,12 @@ def global_avg_pool(x: ArrayLike, *, keepdims: bool = False,
   {global}
 
   Example:
-    >>> y = jaxpool.global_avg_pool(jnp.ones((8, 7, 7, 512)))  # (8, 512)
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> jaxpool.global_avg_pool(jnp.ones((8, 7, 7, 512))).shape
+    (8, 512)
+    >>> jaxpool.global_avg_pool(jnp.ones((8, 7, 7, 512)), keepdims=True).shape
+    (8, 1, 1, 512)
 
   Args:
     x: the input.
@@ -702,7 +719,11 @@ def global_max_pool(x: ArrayLike, *, keepdims: bool = False,
   {global}
 
   Example:
-    >>> y = jaxpool.global_max_pool(jnp.ones((8, 7, 7, 512)))  # (8, 512)
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> x = jnp.ones((8, 512, 7, 7))
+    >>> jaxpool.global_max_pool(x, channels_first=True).shape
+    (8, 512)
 
   Args:
     x: the input, float, integer or bool.

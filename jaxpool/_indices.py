@@ -78,7 +78,12 @@ def max_pool_with_indices(
   Shapes: as :func:`jaxpool.max_pool`; both outputs have its output shape.
 
   Example:
-    >>> y, i = jaxpool.max_pool_with_indices(jnp.ones((8, 32, 32, 3)), (2, 2))
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> x = jnp.array([1.0, 5.0, 2.0, 8.0, 7.0, 0.0]).reshape(1, 6, 1)
+    >>> y, i = jaxpool.max_pool_with_indices(x, (2,))
+    >>> y.ravel().tolist(), i.ravel().tolist()
+    ([5.0, 8.0, 7.0], [1, 3, 4])
 
   Args:
     x: the input, float, integer or bool.
@@ -181,8 +186,12 @@ def max_unpool(x: ArrayLike, indices: ArrayLike, spatial_shape: Shape, *,
   *spatial_shape)``).
 
   Example:
-    >>> y, i = jaxpool.max_pool_with_indices(x, (2, 2))
-    >>> x_up = jaxpool.max_unpool(y, i, x.shape[1:3])
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> x = jnp.array([1.0, 5.0, 2.0, 8.0, 7.0, 0.0]).reshape(1, 6, 1)
+    >>> y, i = jaxpool.max_pool_with_indices(x, (2,))
+    >>> jaxpool.max_unpool(y, i, (6,)).ravel().tolist()
+    [0.0, 5.0, 0.0, 8.0, 7.0, 0.0]
 
   Args:
     x: the values.

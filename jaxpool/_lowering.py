@@ -134,8 +134,13 @@ def force_plain_lowering(enabled: bool = True) -> Iterator[None]:
   it to the padding (dropped) rather than to its first element.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
     >>> with jaxpool.force_plain_lowering():
     ...   y = jaxpool.max_pool(x, (2, 2))
+    >>> bool((y == jaxpool.max_pool(x, (2, 2))).all())
+    True
 
   Args:
     enabled: whether to force the plain path inside the block.

@@ -104,7 +104,12 @@ def pool(x: ArrayLike, init: ArrayLike, reducer: Reducer,
 
   {layout}
   Example:
-    >>> y = jaxpool.pool(x, -jnp.inf, jax.lax.max, (2, 2))
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    >>> jaxpool.pool(x, -jnp.inf, jax.lax.max, (2, 2))[0, :, :, 0].tolist()
+    [[5.0, 7.0], [13.0, 15.0]]
 
   Args:
     x: the input.
@@ -143,7 +148,13 @@ def max_pool(x: ArrayLike, window_shape: Shape,
 
   {layout}
   Example:
-    >>> y = jaxpool.max_pool(jnp.ones((8, 32, 32, 3)), (2, 2))  # (8, 16, 16, 3)
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> jaxpool.max_pool(jnp.ones((8, 32, 32, 3)), (2, 2)).shape
+    (8, 16, 16, 3)
+    >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    >>> jaxpool.max_pool(x, (3, 3), 2, 1)[0, :, :, 0].tolist()
+    [[5.0, 7.0], [13.0, 15.0]]
 
   Args:
     x: the input, float, integer or bool.
@@ -176,7 +187,13 @@ def min_pool(x: ArrayLike, window_shape: Shape,
 
   {layout}
   Example:
-    >>> y = jaxpool.min_pool(jnp.ones((8, 32, 32, 3)), (3, 3), 2, 1)
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> jaxpool.min_pool(jnp.ones((8, 32, 32, 3)), (3, 3), 2, 1).shape
+    (8, 16, 16, 3)
+    >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    >>> jaxpool.min_pool(x, (3, 3), 2, 1)[0, :, :, 0].tolist()
+    [[0.0, 1.0], [4.0, 5.0]]
 
   Args:
     x: the input, float, integer or bool.
@@ -235,7 +252,16 @@ def avg_pool(x: ArrayLike, window_shape: Shape,
 
   {layout}
   Example:
-    >>> y = jaxpool.avg_pool(jnp.ones((8, 32, 32, 3)), (3, 3), 2, 1)
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> jaxpool.avg_pool(jnp.ones((8, 32, 32, 3)), (3, 3), 2, 1).shape
+    (8, 16, 16, 3)
+    >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    >>> jaxpool.avg_pool(x, (2, 2))[0, :, :, 0].tolist()
+    [[2.5, 4.5], [10.5, 12.5]]
+    >>> y = jaxpool.avg_pool(x, (3, 3), 2, 1, count_include_pad=False)
+    >>> y[0, :, :, 0].tolist()
+    [[2.5, 4.0], [8.5, 10.0]]
 
   Args:
     x: the input.
@@ -288,7 +314,13 @@ def lp_pool(x: ArrayLike, p: float, window_shape: Shape,
 
   {layout}
   Example:
-    >>> y = jaxpool.lp_pool(jnp.ones((8, 32, 32, 3)), 2.0, (2, 2))
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> jaxpool.lp_pool(jnp.ones((8, 32, 32, 3)), 2.0, (2, 2)).shape
+    (8, 16, 16, 3)
+    >>> x = jnp.array([3.0, 4.0, 6.0, 8.0]).reshape(1, 4, 1)
+    >>> jaxpool.lp_pool(x, 2.0, (2,)).ravel().tolist()
+    [5.0, 10.0]
 
   Args:
     x: the input.
@@ -337,6 +369,7 @@ def pool_output_shape(input_shape: Sequence[int], window_shape: Shape,
 
   {layout}
   Example:
+    >>> import jaxpool
     >>> jaxpool.pool_output_shape((8, 7, 7, 3), (3, 3), 2, ceil_mode=True)
     (8, 3, 3, 3)
 

@@ -78,7 +78,11 @@ def spatial_pyramid_pool(x: ArrayLike, levels: Sequence[LevelLike] = (1, 2, 4),
   number of bins, ``sum(prod(level))``.
 
   Example:
-    >>> y = jaxpool.spatial_pyramid_pool(jnp.ones((8, 13, 13, 256)))  # 5376
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> y = jaxpool.spatial_pyramid_pool(jnp.ones((8, 13, 13, 256)))
+    >>> y.shape  # 256 * (1 + 4 + 16)
+    (8, 5376)
 
   Args:
     x: the input.
@@ -143,7 +147,10 @@ def spp_yolo(x: ArrayLike, window_sizes: Sequence[LevelLike] = (5, 9, 13), *,
   ``C * (1 + len(window_sizes))`` channels.
 
   Example:
-    >>> y = jaxpool.spp_yolo(jnp.ones((8, 20, 20, 256)))  # (8, 20, 20, 1024)
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> jaxpool.spp_yolo(jnp.ones((8, 20, 20, 256))).shape
+    (8, 20, 20, 1024)
 
   Args:
     x: the input.
@@ -192,7 +199,10 @@ def sppf(x: ArrayLike, window_size: LevelLike = 5, repeats: int = 3, *,
   rank is ``x.ndim - 2``. The output has ``C * (1 + repeats)`` channels.
 
   Example:
-    >>> y = jaxpool.sppf(jnp.ones((8, 20, 20, 256)))  # (8, 20, 20, 1024)
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> jaxpool.sppf(jnp.ones((8, 20, 20, 256))).shape
+    (8, 20, 20, 1024)
 
   Args:
     x: the input.

@@ -6,8 +6,16 @@ one call of the function. They work in ``nn.Sequential``, under ``jax.jit``
 of ``apply`` and in lifted transforms such as ``nn.scan`` and ``nn.vmap``.
 
 Example:
+  >>> import flax.linen as nn
+  >>> import jax
+  >>> import jax.numpy as jnp
+  >>> from jaxpool.linen import GlobalAvgPool, MaxPool
   >>> model = nn.Sequential([nn.Conv(8, (3, 3)), MaxPool((2, 2)),
   ...                        GlobalAvgPool()])
+  >>> x = jnp.ones((4, 16, 16, 3))
+  >>> variables = model.init(jax.random.key(0), x)
+  >>> model.apply(variables, x).shape
+  (4, 8)
 """
 
 from __future__ import annotations
@@ -30,6 +38,8 @@ class MaxPool(_layers.MaxPool, _Pool):
   """Max pooling, :func:`jaxpool.max_pool`, as a Linen module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import MaxPool
     >>> MaxPool((2, 2)).apply({}, jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
   """
@@ -39,6 +49,8 @@ class MinPool(_layers.MinPool, _Pool):
   """Min pooling, :func:`jaxpool.min_pool`, as a Linen module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import MinPool
     >>> MinPool((3, 3), 2, 1).apply({}, jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
   """
@@ -48,6 +60,8 @@ class AvgPool(_layers.AvgPool, _Pool):
   """Average pooling, :func:`jaxpool.avg_pool`, as a Linen module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import AvgPool
     >>> AvgPool((3, 3), 2, 1).apply({}, jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
   """
@@ -57,6 +71,8 @@ class LPPool(_layers.LPPool, _Pool):
   """Power-average pooling, :func:`jaxpool.lp_pool`, as a Linen module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import LPPool
     >>> LPPool(2.0, (2, 2)).apply({}, jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
   """
@@ -66,6 +82,8 @@ class AdaptiveAvgPool(_layers.AdaptiveAvgPool, _Pool):
   """Adaptive average pooling, :func:`jaxpool.adaptive_avg_pool`, in Linen.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import AdaptiveAvgPool
     >>> AdaptiveAvgPool((7, 7)).apply({}, jnp.ones((8, 13, 13, 64))).shape
     (8, 7, 7, 64)
   """
@@ -75,6 +93,8 @@ class AdaptiveMaxPool(_layers.AdaptiveMaxPool, _Pool):
   """Adaptive max pooling, :func:`jaxpool.adaptive_max_pool`, in Linen.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import AdaptiveMaxPool
     >>> AdaptiveMaxPool((7, 7)).apply({}, jnp.ones((8, 13, 13, 64))).shape
     (8, 7, 7, 64)
   """
@@ -84,6 +104,8 @@ class GlobalAvgPool(_layers.GlobalAvgPool, _Pool):
   """Global average pooling, :func:`jaxpool.global_avg_pool`, as a Linen module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import GlobalAvgPool
     >>> GlobalAvgPool().apply({}, jnp.ones((8, 7, 7, 64))).shape
     (8, 64)
   """
@@ -93,6 +115,8 @@ class GlobalMaxPool(_layers.GlobalMaxPool, _Pool):
   """Global max pooling, :func:`jaxpool.global_max_pool`, as a Linen module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import GlobalMaxPool
     >>> GlobalMaxPool().apply({}, jnp.ones((8, 7, 7, 64))).shape
     (8, 64)
   """
@@ -102,6 +126,8 @@ class SpatialPyramidPool(_layers.SpatialPyramidPool, _Pool):
   """Spatial pyramid pooling, :func:`jaxpool.spatial_pyramid_pool`, in Linen.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import SpatialPyramidPool
     >>> SpatialPyramidPool().apply({}, jnp.ones((8, 16, 16, 64))).shape
     (8, 1344)
 
@@ -115,6 +141,8 @@ class SppYolo(_layers.SppYolo, _Pool):
   """YOLO's spatial pyramid pooling, :func:`jaxpool.spp_yolo`, in Linen.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import SppYolo
     >>> SppYolo((5, 9, 13)).apply({}, jnp.ones((8, 20, 20, 64))).shape
     (8, 20, 20, 256)
 
@@ -127,6 +155,8 @@ class SPPF(_layers.SPPF, _Pool):
   """YOLOv5's fast SPP, :func:`jaxpool.sppf`, as a Linen module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import SPPF
     >>> SPPF(5, 3).apply({}, jnp.ones((8, 20, 20, 64))).shape
     (8, 20, 20, 256)
 

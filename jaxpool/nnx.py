@@ -6,8 +6,13 @@ static), and calling it is one call of the function. They work in
 ``nnx.Sequential`` and inside models under ``nnx.jit``.
 
 Example:
+  >>> import flax.nnx as nnx
+  >>> import jax.numpy as jnp
+  >>> from jaxpool.nnx import GlobalAvgPool, MaxPool
   >>> model = nnx.Sequential(nnx.Conv(3, 8, (3, 3), rngs=nnx.Rngs(0)),
   ...                        MaxPool((2, 2)), GlobalAvgPool())
+  >>> model(jnp.ones((4, 16, 16, 3))).shape
+  (4, 8)
 """
 
 from __future__ import annotations
@@ -30,6 +35,8 @@ class MaxPool(_layers.MaxPool, _Pool):
   """Max pooling, :func:`jaxpool.max_pool`, as an NNX module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import MaxPool
     >>> MaxPool((2, 2))(jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
   """
@@ -39,6 +46,8 @@ class MinPool(_layers.MinPool, _Pool):
   """Min pooling, :func:`jaxpool.min_pool`, as an NNX module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import MinPool
     >>> MinPool((3, 3), 2, 1)(jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
   """
@@ -48,6 +57,8 @@ class AvgPool(_layers.AvgPool, _Pool):
   """Average pooling, :func:`jaxpool.avg_pool`, as an NNX module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import AvgPool
     >>> AvgPool((3, 3), 2, 1)(jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
   """
@@ -57,6 +68,8 @@ class LPPool(_layers.LPPool, _Pool):
   """Power-average pooling, :func:`jaxpool.lp_pool`, as an NNX module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import LPPool
     >>> LPPool(2.0, (2, 2))(jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
   """
@@ -66,6 +79,8 @@ class AdaptiveAvgPool(_layers.AdaptiveAvgPool, _Pool):
   """Adaptive average pooling, :func:`jaxpool.adaptive_avg_pool`, in NNX.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import AdaptiveAvgPool
     >>> AdaptiveAvgPool((7, 7))(jnp.ones((8, 13, 13, 64))).shape
     (8, 7, 7, 64)
   """
@@ -75,6 +90,8 @@ class AdaptiveMaxPool(_layers.AdaptiveMaxPool, _Pool):
   """Adaptive max pooling, :func:`jaxpool.adaptive_max_pool`, in NNX.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import AdaptiveMaxPool
     >>> AdaptiveMaxPool((7, 7))(jnp.ones((8, 13, 13, 64))).shape
     (8, 7, 7, 64)
   """
@@ -84,6 +101,8 @@ class GlobalAvgPool(_layers.GlobalAvgPool, _Pool):
   """Global average pooling, :func:`jaxpool.global_avg_pool`, as an NNX module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import GlobalAvgPool
     >>> GlobalAvgPool()(jnp.ones((8, 7, 7, 64))).shape
     (8, 64)
   """
@@ -93,6 +112,8 @@ class GlobalMaxPool(_layers.GlobalMaxPool, _Pool):
   """Global max pooling, :func:`jaxpool.global_max_pool`, as an NNX module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import GlobalMaxPool
     >>> GlobalMaxPool()(jnp.ones((8, 7, 7, 64))).shape
     (8, 64)
   """
@@ -102,6 +123,8 @@ class SpatialPyramidPool(_layers.SpatialPyramidPool, _Pool):
   """Spatial pyramid pooling, :func:`jaxpool.spatial_pyramid_pool`, in NNX.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import SpatialPyramidPool
     >>> SpatialPyramidPool()(jnp.ones((8, 16, 16, 64))).shape
     (8, 1344)
 
@@ -115,6 +138,8 @@ class SppYolo(_layers.SppYolo, _Pool):
   """YOLO's spatial pyramid pooling, :func:`jaxpool.spp_yolo`, in NNX.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import SppYolo
     >>> SppYolo((5, 9, 13))(jnp.ones((8, 20, 20, 64))).shape
     (8, 20, 20, 256)
 
@@ -127,6 +152,8 @@ class SPPF(_layers.SPPF, _Pool):
   """YOLOv5's fast SPP, :func:`jaxpool.sppf`, as an NNX module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import SPPF
     >>> SPPF(5, 3)(jnp.ones((8, 20, 20, 64))).shape
     (8, 20, 20, 256)
 
