@@ -111,7 +111,9 @@ def plot(path: str, rows: Sequence[dict], title: str) -> None:
   fig, axes = plt.subplots(
       len(suite.PASSES), max(len(dtypes), 1), squeeze=False,
       figsize=(7 * max(len(dtypes), 1), 4.5 * len(suite.PASSES)))
-  series = ("jaxpool", "equinox", "torch", "floor")
+  # A series with no figure at all (a library not installed) is left out.
+  series = [s for s in ("jaxpool", "equinox", "torch", "floor")
+            if any(r.get(f"{s}_vs_flax") for r in rows)]
   for i, direction in enumerate(suite.PASSES):
     for j, dtype in enumerate(dtypes):
       ax = axes[i][j]
