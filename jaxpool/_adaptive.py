@@ -260,6 +260,7 @@ def _irregular_max(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
     taken = _take(r, axis, starts)
     out = taken if out is None else jnp.where(
         _along(bins.lengths == l, axis, r.ndim), taken, out)
+  assert out is not None  # Every bin has a length: one entry at least.
   return out
 
 

@@ -293,9 +293,10 @@ def avg_pool(x: ArrayLike, window_shape: Shape,
 def _check_p(p) -> float:
   if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
     raise TypeError(f"p must be a real number, got {p!r}.")
-  if not (math.isfinite(p) and p > 0):
+  value = float(p)
+  if not (math.isfinite(value) and value > 0):
     raise ValueError(f"p must be finite and > 0, got {p!r}.")
-  return float(p)
+  return value
 
 
 @partitioned

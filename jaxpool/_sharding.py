@@ -17,7 +17,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import jax
 from jax.sharding import AxisType, NamedSharding, PartitionSpec
@@ -60,7 +60,18 @@ def _result_spec(shape: tuple[int, ...], in_shape: tuple[int, ...],
   return PartitionSpec(*parts)
 
 
-def partitioned(fn: F | None = None, *, arrays: int = 1) -> F:
+@overload
+def partitioned(fn: F, *, arrays: int = 1) -> F:
+  ...
+
+
+@overload
+def partitioned(fn: None = None, *, arrays: int = 1) -> Callable[[F], F]:
+  ...
+
+
+def partitioned(fn: F | None = None, *,
+                arrays: int = 1) -> F | Callable[[F], F]:
   """Lets ``fn`` pool inputs split over explicit mesh axes.
 
   Args:
@@ -87,7 +98,8 @@ def partitioned(fn: F | None = None, *, arrays: int = 1) -> F:
     specs = jax.tree.map(
         lambda o: _result_spec(o.shape, avals[0].shape, sharding), out)
     mesh = sharding.mesh
-    mesh = getattr(mesh, "abstract_mesh", mesh)
+    if isinstance(mesh, jax.sharding.Mesh):
+      mesh = mesh.abstract_mesh
     explicit = tuple(name for name, kind in zip(mesh.axis_names,
                                                 mesh.axis_types)
                      if kind == AxisType.Explicit)
@@ -95,4 +107,4 @@ def partitioned(fn: F | None = None, *, arrays: int = 1) -> F:
       return jax.sharding.auto_axes(body, axes=explicit,
                                     out_sharding=specs)(*inputs)
 
-  return wrapper  # type: ignore[return-value]
+  return wrapper

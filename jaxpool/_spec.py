@@ -291,12 +291,12 @@ def window_spec(shape: Sequence[int], window_shape: Any,
       pads = ((0, 0),) * n
     else:
       # TensorFlow's rule, as flax: out = ceil(in / stride), extra on high.
-      pads = []
+      pairs = []
       for i, k, s, d in zip(in_shape, window, strides, dilation):
         out = -(-i // s)
         total = max((out - 1) * s + d * (k - 1) + 1 - i, 0)
-        pads.append((total // 2, total - total // 2))
-      pads = tuple(pads)
+        pairs.append((total // 2, total - total // 2))
+      pads = tuple(pairs)
   else:
     pads = _explicit_padding(padding, n)
 

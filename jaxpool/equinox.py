@@ -59,7 +59,7 @@ class _Pool(eqx.Module):
     own = dict(cls.__dict__.get("__annotations__", {}))
     fields = {f.name: f for f in dataclasses.fields(layers[0])}
     annotations = {}
-    for name in _layers.keyword_names(cls.function):
+    for name in _layers.keyword_names(layers[0].function):
       if name in own:
         continue
       field = fields[name]

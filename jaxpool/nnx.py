@@ -28,7 +28,8 @@ class _Pool(nnx.Module):
   """An NNX module that applies one pooling function."""
 
   def __call__(self, x: ArrayLike) -> jax.Array:
-    return self._pool(x)
+    # The _layers class listed before this one supplies _pool.
+    return self._pool(x)  # type: ignore[attr-defined]
 
 
 class MaxPool(_layers.MaxPool, _Pool):
