@@ -78,7 +78,7 @@ def _public_modules() -> list[str]:
     except ImportError as e:  # An optional dependency missing: say so.
       raise RuntimeError(
           f"jaxpool.{info.name} cannot be imported ({e}); install the extras"
-          " that the docs need: pip install -e '.[docs,equinox]'") from e
+          " that the docs need: pip install -e '.[docs]'") from e
     names.append(info.name)
   return sorted(names)
 
