@@ -103,6 +103,7 @@ def pool(x: ArrayLike, init: ArrayLike, reducer: Reducer,
   user's and that ``ceil_mode`` adds) is filled with ``init``.
 
   {layout}
+
   Example:
     >>> import jax
     >>> import jax.numpy as jnp
@@ -147,6 +148,7 @@ def max_pool(x: ArrayLike, window_shape: Shape,
   any), as ``torch.nn.functional.max_pool{1,2,3}d`` does, dilation included.
 
   {layout}
+
   Example:
     >>> import jax.numpy as jnp
     >>> import jaxpool
@@ -186,6 +188,7 @@ def min_pool(x: ArrayLike, window_shape: Shape,
   any; padding is ``+inf`` (integers: their maximum) and never wins.
 
   {layout}
+
   Example:
     >>> import jax.numpy as jnp
     >>> import jaxpool
@@ -251,6 +254,7 @@ def avg_pool(x: ArrayLike, window_shape: Shape,
   float32; integer inputs give the default float dtype.
 
   {layout}
+
   Example:
     >>> import jax.numpy as jnp
     >>> import jaxpool
@@ -314,6 +318,7 @@ def lp_pool(x: ArrayLike, p: float, window_shape: Shape,
   NaN, as there. A window whose sum is zero has value and gradient zero.
 
   {layout}
+
   Example:
     >>> import jax.numpy as jnp
     >>> import jaxpool
@@ -369,6 +374,7 @@ def pool_output_shape(input_shape: Sequence[int], window_shape: Shape,
   arguments they would reject.
 
   {layout}
+
   Example:
     >>> import jaxpool
     >>> jaxpool.pool_output_shape((8, 7, 7, 3), (3, 3), 2, ceil_mode=True)
