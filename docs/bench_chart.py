@@ -16,7 +16,7 @@ import sys
 DOCS = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(DOCS.parent))
 
-from bench import report  # pylint: disable=g-import-not-at-top,wrong-import-position
+from bench import report  # pylint: disable=wrong-import-position
 
 _DTYPES = {"f32": "float32", "bf16": "bfloat16"}
 

@@ -11,6 +11,7 @@ import dataclasses
 import inspect
 
 import chex
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -18,11 +19,9 @@ import optax
 import pytest
 from absl.testing import parameterized
 
-eqx = pytest.importorskip("equinox")
-
-import jaxpool  # pylint: disable=g-import-not-at-top,g-bad-import-order
-from jaxpool import equinox as jpe  # pylint: disable=g-import-not-at-top
-from test_linen import (FUNCTIONS, assert_docstring_examples_pass,  # pylint: disable=g-import-not-at-top
+import jaxpool
+from jaxpool import equinox as jpe
+from test_linen import (FUNCTIONS, assert_docstring_examples_pass,
                         assert_same_computation,
                         assert_takes_the_function_keywords, cross_entropy,
                         function_of, named_cases, pools_by_functions, random)
