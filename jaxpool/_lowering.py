@@ -206,7 +206,8 @@ def default_platform() -> str:
 
 
 def plan(spec: WindowSpec, op: str = "max", platform: str | None = None,
-         dtype: Any = np.float32, shape: Sequence[int] | None = None) -> Plan:
+         dtype: Any = np.float32, shape: Sequence[int] | None = None, *,
+         include_user: bool = True) -> Plan:
   """Chooses how to lower a windowed ``op`` over ``spec`` on ``platform``.
 
   The first rule of the platform's tables (the user's tuned table, the
@@ -220,6 +221,8 @@ def plan(spec: WindowSpec, op: str = "max", platform: str | None = None,
       default backend's; any other name takes the default plan.
     dtype: the input's dtype.
     shape: the input's full shape (its size class).
+    include_user: whether the user's tuned table counts (``jaxpool.tune``
+      compares with the shipped plan).
 
   Returns:
     the :class:`Plan`.
@@ -232,7 +235,7 @@ def plan(spec: WindowSpec, op: str = "max", platform: str | None = None,
   if platform is None:
     platform = default_platform()
   cls = _plan_table.config_class(spec, op, dtype, shape)
-  for rule in _plan_table.rules(platform):
+  for rule in _plan_table.rules(platform, include_user):
     if not rule.matches(cls):
       continue
     chosen = Plan.of(rule.forward, rule.derivative)
