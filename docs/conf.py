@@ -86,14 +86,17 @@ def _public_modules() -> list[str]:
   return sorted(names)
 
 
-def _public_classes(module_name: str) -> list[str]:
-  """The public classes defined in ``module_name``, in source order."""
+def _public_members(module_name: str) -> list[str]:
+  """The public classes and functions of ``module_name``: its ``__all__``,
+  else those defined in it without a leading underscore, in source order."""
   module = importlib.import_module(module_name)
-  classes = [v for n, v in vars(module).items()
-             if inspect.isclass(v) and not n.startswith("_")
-             and v.__module__ == module_name]
-  classes.sort(key=lambda c: inspect.getsourcelines(c)[1])
-  return [c.__name__ for c in classes]
+  if hasattr(module, "__all__"):
+    return list(module.__all__)
+  members = [v for n, v in vars(module).items()
+             if (inspect.isclass(v) or inspect.isfunction(v))
+             and not n.startswith("_") and v.__module__ == module_name]
+  members.sort(key=lambda v: inspect.getsourcelines(v)[1])
+  return [v.__name__ for v in members]
 
 
 def _autosummary(module: str, names: list[str]) -> str:
@@ -109,9 +112,9 @@ def _write_api_page() -> None:
       "API reference",
       "=============",
       "",
-      "Every public function (``jaxpool.__all__``) and every module class,",
-      "generated from the docstrings. Every example on these pages runs as",
-      "a doctest in CI.",
+      "Every public function (``jaxpool.__all__``) and every public module",
+      "with its classes and functions, generated from the docstrings. Every",
+      "example on these pages runs as a doctest in CI.",
       "",
       "Functions",
       "---------",
@@ -119,16 +122,19 @@ def _write_api_page() -> None:
       ".. automodule:: jaxpool",
       "   :no-members:",
       "",
-      _autosummary("jaxpool", sorted(jaxpool.__all__)),
+      # Public modules that __all__ names (jaxpool.tune) get a section below.
+      _autosummary("jaxpool", sorted(
+          n for n in jaxpool.__all__
+          if not inspect.ismodule(getattr(jaxpool, n)))),
   ]
   for name in _public_modules():
     module = f"jaxpool.{name}"
     title = f"``{module}``"
     parts += [title, "-" * len(title), "",
               f".. automodule:: {module}", "   :no-members:", ""]
-    classes = _public_classes(module)
-    if classes:
-      parts.append(_autosummary(module, classes))
+    members = _public_members(module)
+    if members:
+      parts.append(_autosummary(module, members))
   text = "\n".join(parts) + "\n"
   path = DOCS / "api.rst"
   # Rewrite only on change, so that Sphinx does not rebuild it every time.

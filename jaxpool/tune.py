@@ -123,7 +123,7 @@ def configs_of(function: Callable[..., Any], *args: Any,
   """The windowed reductions that tracing ``function(*args, **kwargs)`` does.
 
   JAX's caches are cleared first, so that functions already traced (inner
-  ``jax.jit``s) are traced again and recorded.
+  ``jax.jit`` calls) are traced again and recorded.
   """
   jax.clear_caches()
   with _lowering.recording() as found:
