@@ -39,7 +39,8 @@ from jaxpool import _lowering
 from jaxpool import _plan_table
 from jaxpool._pooling import accumulation_dtype
 from jaxpool._sharding import partitioned
-from jaxpool._spec import WindowSpec, int_tuple, layout_axes, window_spec
+from jaxpool._spec import (WindowSpec, int_rank, int_tuple, is_symbolic,
+                           layout_axes, window_spec)
 from jaxpool._typing import OutputSizeLike
 
 _INDEX = np.int32
@@ -515,12 +516,7 @@ def spatial_rank(shape: Sequence[int], entries: Sequence[Any],
     if rank == 0:
       raise ValueError(f"{name} must not hold an empty size, got {entries!r}.")
     return rank
-  if len(shape) < 3:
-    raise ValueError(
-        f"with int {name}, x must be (N, *spatial, C) or (N, C, *spatial) "
-        f"with at least one spatial dim; got shape {tuple(shape)}. Give one "
-        f"size per spatial dim to pool other layouts.")
-  return len(shape) - 2
+  return int_rank(shape, name)
 
 
 def spatial_sizes(x: jax.Array, rank: int,
