@@ -159,6 +159,10 @@ def _non_overlapping(spec: WindowSpec) -> bool:
   return spec.strides == spec.window and all(d == 1 for d in spec.dilation)
 
 
+#: Symbolic sizes: wider windows spanning several dims are reduced one dim
+#: at a time, so that the derivative selects over k1 + k2 taps, not k1 * k2.
+SYMBOLIC_MAX_TAPS = 16
+
 #: The forced plain path (``force_plain_lowering``): flax's lowering.
 FORCED_PLAIN = Plan(Lowering.PLAIN, Lowering.TAPS)
 
@@ -264,7 +268,8 @@ def symbolic_plan(spec: WindowSpec) -> Plan:
   computed in the graph: every size stays a dimension expression, and
   values, ties and gradients are PyTorch's as on every other plan.
   """
-  if valid_forward(Lowering.SEPARABLE, spec) and spec.window_size > 16:
+  if valid_forward(Lowering.SEPARABLE, spec) and (
+      spec.window_size > SYMBOLIC_MAX_TAPS):
     return Plan(Lowering.SEPARABLE, Lowering.TAPS)
   return Plan(Lowering.PLAIN, Lowering.TAPS)
 
@@ -500,8 +505,8 @@ def _output_iota(spec: WindowSpec, i: int) -> jax.Array:
   """Input index of tap 0 of every output along spatial dim ``i``
   (``o * stride - low``), shaped to broadcast against the outputs."""
   axis = spec.spatial_axes[i]
-  shape = spec.full([1] * spec.nspatial, 1)
-  shape = shape[:axis] + (spec.out_shape[i],) + shape[axis + 1:]
+  shape = [1] * spec.ndim
+  shape[axis] = spec.out_shape[i]
   start = lax.broadcasted_iota(np.int32, shape, axis) * np.int32(
       spec.strides[i])
   return start - size_value(spec.padding[i][0])

@@ -23,16 +23,16 @@ _LAYOUT_DOC = """Shapes: ``x`` is ``(*batch, *spatial, C)``, or ``(*batch, C, *s
   ``window_shape`` (PyTorch's ``MaxPool2d(3)``) is that size on every
   spatial dim of an input with one batch dim, ``(N, *spatial, C)``, so the
   number of spatial dims is ``x.ndim - 2`` (the adaptive pools' int
-  ``output_size`` rule). Spatial sizes may be symbolic (``jax.export``). Along each
-  spatial dim of size ``n`` with padding ``(lo, hi)``, window ``k``, stride
-  ``s`` and dilation ``d``, the output size is
+  ``output_size`` rule). Spatial sizes may be symbolic (``jax.export``).
+  Along each spatial dim of size ``n`` with padding ``(lo, hi)``, window
+  ``k``, stride ``s`` and dilation ``d``, the output size is
   ``floor((n + lo + hi - d * (k - 1) - 1) / s) + 1``; with ``ceil_mode`` the
   floor is a ceiling, less one if the last window would start in the right
   padding (PyTorch's rule)."""
 
 
-_WINDOW_ARGS_DOC = """window_shape: the window's size along each spatial dim, or an int for
-      every spatial dim (see Shapes).
+_WINDOW_ARGS_DOC = """window_shape: the window's size along each spatial dim, or an
+      int for every spatial dim (see Shapes).
     strides: an int or one per spatial dim; default: the window.
     padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
     dilation: an int or one per spatial dim (PyTorch's ``dilation``).
