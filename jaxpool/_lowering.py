@@ -167,19 +167,6 @@ SYMBOLIC_MAX_TAPS = 16
 FORCED_PLAIN = Plan(Lowering.PLAIN, Lowering.TAPS)
 
 
-def valid_forward(lowering: Lowering, spec: WindowSpec) -> bool:
-  """Whether ``lowering`` can compute the forward of ``spec``."""
-  if lowering is Lowering.PLAIN:
-    return True
-  if lowering is Lowering.SLICES:
-    return spec.window_size <= MAX_TAPS_1D
-  if lowering is Lowering.RESHAPE:
-    return _non_overlapping(spec)
-  if lowering is Lowering.SEPARABLE:
-    return sum(k > 1 for k in spec.window) > 1
-  return False
-
-
 def valid_derivative(lowering: Lowering, spec: WindowSpec) -> bool:
   """Whether ``lowering`` can pick the max/min element of ``spec``'s
   windows (a separable forward applies it per stage where valid)."""
@@ -190,6 +177,16 @@ def valid_derivative(lowering: Lowering, spec: WindowSpec) -> bool:
   if lowering is Lowering.RESHAPE:
     return _non_overlapping(spec)
   return False
+
+
+def valid_forward(lowering: Lowering, spec: WindowSpec) -> bool:
+  """Whether ``lowering`` can compute the forward of ``spec``."""
+  if lowering is Lowering.PLAIN:
+    return True
+  if lowering is Lowering.SEPARABLE:
+    return sum(k > 1 for k in spec.window) > 1
+  # Slices and blocks are valid where their selections are.
+  return lowering is not Lowering.TAPS and valid_derivative(lowering, spec)
 
 
 def valid_plans(spec: WindowSpec) -> list[Plan]:
