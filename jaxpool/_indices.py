@@ -86,9 +86,9 @@ def _traced_flat_index(tap: jax.Array, spec: WindowSpec) -> jax.Array:
 @partitioned
 @documented
 def max_pool_with_indices(
-    x: ArrayLike, window_shape: Shape, strides: IntOrSequence | None = None,
-    padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
-    ceil_mode: bool = False,
+    x: ArrayLike, window_shape: IntOrSequence,
+    strides: IntOrSequence | None = None, padding: PaddingLike = "VALID", *,
+    dilation: IntOrSequence = 1, ceil_mode: bool = False,
     channels_first: bool = False) -> tuple[jax.Array, jax.Array]:
   """Max pooling that also returns where each maximum is.
 
@@ -205,7 +205,8 @@ def max_unpool(x: ArrayLike, indices: ArrayLike, spatial_shape: Shape, *,
   ``(*batch, C, *spatial)`` with ``channels_first=True``, where the number
   of spatial dims is ``len(spatial_shape)``; any number of batch dims. The
   output is ``(*batch, *spatial_shape, C)`` (or ``(*batch, C,
-  *spatial_shape)``).
+  *spatial_shape)``). ``spatial_shape`` may hold symbolic sizes
+  (``jax.export``), e.g. those of the pooled input's shape.
 
   Example:
     >>> y, i = jaxpool.max_pool_with_indices(x, (2, 2))

@@ -15,7 +15,7 @@ from jax.typing import ArrayLike
 from jaxpool import _lowering
 from jaxpool._sharding import partitioned
 from jaxpool._spec import WindowSpec, window_spec
-from jaxpool._typing import IntOrSequence, PaddingLike, Reducer, Shape
+from jaxpool._typing import IntOrSequence, PaddingLike, Reducer
 
 _LAYOUT_DOC = """Shapes: ``x`` is ``(*batch, *spatial, C)``, or ``(*batch, C, *spatial)``
   with ``channels_first=True``, with any number of batch dims (none
