@@ -240,7 +240,7 @@ def plan(spec: WindowSpec, op: str = "max", platform: str | None = None,
     return override
   if platform is None:
     platform = default_platform()
-  cls = _plan_table.config_class(spec, op, dtype, shape)
+  cls = _plan_table.config_class(spec, op, dtype, _concrete(shape))
   for rule in _plan_table.rules(platform, include_user):
     if not rule.matches(cls):
       continue
@@ -254,6 +254,14 @@ def plan(spec: WindowSpec, op: str = "max", platform: str | None = None,
         f"jaxpool: {rule.origin} picks {rule.forward}/{rule.derivative} for "
         f"{_plan_table.class_key(cls)}, where it is not valid; ignored.")
   raise AssertionError("the default rules match every configuration")
+
+
+def _concrete(shape: Sequence[int] | None) -> Sequence[int] | None:
+  """``shape``, or None if a batch size is symbolic (``jax.export``): the
+  size class then counts the spatial size alone."""
+  if shape is None or any(is_symbolic(d) for d in shape):
+    return None
+  return shape
 
 
 def symbolic_plan(spec: WindowSpec) -> Plan:

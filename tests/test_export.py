@@ -172,6 +172,22 @@ def test_generic_pool_and_output_shape():
       jax.eval_shape(fn, spec).shape)
 
 
+@pytest.mark.parametrize("fn", [
+    lambda x: jaxpool.max_pool(x, 3, 2, 1),
+    lambda x: jaxpool.avg_pool(x, 2),
+    lambda x: jaxpool.adaptive_max_pool(x, 5),
+], ids=["max", "avg_blocks", "adaptive_max"])
+def test_symbolic_batch_only(fn):
+  """Concrete spatial sizes keep the platform's tuned plan (its size class
+  from the spatial size alone)."""
+  both = with_gradient(fn)
+  exported = export.export(jax.jit(both))(jax.ShapeDtypeStruct(
+      export.symbolic_shape("b, 20, 18, 3"), jnp.float32))
+  for batch in (1, 3):
+    x = jnp.asarray(tied((batch, 20, 18, 3), seed=batch))
+    assert_close(exported.call(x), jax.jit(both)(x), exact=True)
+
+
 # ---------------------------------------------------------------------------
 # Adaptive, global, pyramid, indices, flatten.
 
