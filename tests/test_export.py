@@ -163,6 +163,23 @@ def test_issue_example_against_pytorch():
     np.testing.assert_allclose(grad, xt.grad.numpy(), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("fn", [
+    lambda x: jaxpool.max_pool(x, 3, 2, 1, ceil_mode=True),
+    lambda x: jaxpool.adaptive_max_pool(x, (3, 4)),
+    jaxpool.global_max_pool,
+], ids=["max", "adaptive_max", "global_max"])
+def test_nan_and_minus_inf_follow_pytorch(fn):
+  """The last NaN of a window takes the gradient; a window of -inf only
+  gives it to its first element inside the input."""
+  x = tied((2, 17, 16, 2))
+  x[0, 3, 4, 0] = x[0, 4, 3, 0] = np.nan
+  x[1, :9, :9, 1] = -np.inf
+  both = with_gradient(fn)
+  exported = export.export(jax.jit(both))(symbolic("b, h, w, 2"))
+  assert_close(exported.call(jnp.asarray(x)), jax.jit(both)(jnp.asarray(x)),
+               exact=True)
+
+
 def test_generic_pool_and_output_shape():
   fn = lambda v: jaxpool.pool(v, 0.0, jax.lax.add, (3, 3), 2, 1,
                               ceil_mode=True)
