@@ -289,12 +289,13 @@ def _window_too_large(n: Any, k: int, d: int, lo: Any, hi: Any,
   try:
     return bool(length < eff)
   except jax.errors.InconclusiveDimensionOperation:
+    needed = eff if is_symbolic(lo) or is_symbolic(hi) else eff - lo - hi
     raise ValueError(
         f"window_shape[{axis}]={k} (dilation {d}, so it spans {eff}) needs "
         f"the padded size {length} (input {n}, padding ({lo}, {hi})) of "
         f"spatial dim {axis} to be at least {eff}, which its symbolic size "
         f"does not guarantee; give jax.export.symbolic_shape a constraint "
-        f"such as '{n} >= {eff}'.") from None
+        f"such as '{n} >= {needed}'.") from None
 
 
 def _symbolic_out_size(n: Any, eff: int, s: int, lo: Any, hi: Any,
