@@ -246,11 +246,16 @@ OTHERS = {
 }
 
 
+#: Slow to compile: one size; the other tests cover several.
+ONE_SIZE = ("spp", "spp_yolo", "sppf")
+
+
 @pytest.mark.parametrize("name", sorted(OTHERS))
 def test_function(name):
   fn, spec, exact = OTHERS[name]
   # Sums of sppf/spp_yolo gradients add in another order: not exact.
-  check_exported(fn, spec, exact)
+  check_exported(fn, spec, exact,
+                 sizes=SIZES[1:] if name in ONE_SIZE else SIZES)
 
 
 def test_unpool_of_given_values_and_indices():
@@ -265,7 +270,7 @@ def test_unpool_of_given_values_and_indices():
       lambda y, i: (jnp.sum(jnp.sin(fn(y, i))), fn(y, i)), has_aux=True)))(
           jax.ShapeDtypeStruct(shape, jnp.float32),
           jax.ShapeDtypeStruct(shape, jnp.int32))
-  for size in ((8, 8), (9, 7)):
+  for size in ((9, 7),):
     x = jnp.asarray(tied((2, 2 * size[0], 2 * size[1], 3)))
     y, index = jaxpool.max_pool_with_indices(x, 2)
     got = exported.call(y, index)
