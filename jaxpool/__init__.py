@@ -4,6 +4,7 @@ from jaxpool._adaptive import adaptive_avg_pool
 from jaxpool._adaptive import adaptive_max_pool
 from jaxpool._adaptive import global_avg_pool
 from jaxpool._adaptive import global_max_pool
+from jaxpool._flatten import flatten
 from jaxpool._indices import max_pool_with_indices
 from jaxpool._indices import max_unpool
 from jaxpool._lowering import force_plain_lowering
@@ -31,6 +32,7 @@ __all__ = (
     "adaptive_avg_pool",
     "adaptive_max_pool",
     "avg_pool",
+    "flatten",
     "force_plain_lowering",
     "global_avg_pool",
     "global_max_pool",

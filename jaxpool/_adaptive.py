@@ -39,10 +39,13 @@ from jaxpool import _lowering
 from jaxpool import _plan_table
 from jaxpool._pooling import accumulation_dtype
 from jaxpool._sharding import partitioned
-from jaxpool._spec import WindowSpec, int_tuple, layout_axes, window_spec
+from jaxpool._spec import (WindowSpec, int_rank, int_tuple, is_symbolic,
+                           layout_axes, window_spec)
 from jaxpool._typing import OutputSizeLike
 
 _INDEX = np.int32
+#: Where the gradient of tied maxima goes in :func:`global_max_pool`.
+_TIE_RULES = ("first", "split")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -426,9 +429,10 @@ def _global_max_jvp(axes, primals, tangents):
   for axis in axes:
     dims = [1] * x.ndim
     dims[axis] = x.shape[axis]
-    position = position * _INDEX(x.shape[axis]) + lax.broadcasted_iota(
-        _INDEX, dims, axis)
-  none = _INDEX(math.prod(x.shape[a] for a in axes))
+    # The size as a value: symbolic under jax.export.
+    position = position * _lowering.size_value(
+        x.shape[axis], _INDEX) + lax.broadcasted_iota(_INDEX, dims, axis)
+  none = _INDEX(np.iinfo(_INDEX).max)
   first = jnp.min(jnp.where(x == y, position, none), axis=axes, keepdims=True)
   last_nan = jnp.max(jnp.where(x != x, position, _INDEX(-1)), axis=axes,
                      keepdims=True)
@@ -436,6 +440,26 @@ def _global_max_jvp(axes, primals, tangents):
   t_out = jnp.sum(jnp.where(position == chosen, t, np.zeros((), t.dtype)),
                   axis=axes, keepdims=True)
   return y, t_out
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _global_max_split(x: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+  return _lowering.reduce_extremum(x, axes, "max", keepdims=True,
+                                  fold_up_to=0)
+
+
+@_global_max_split.defjvp
+def _global_max_split_jvp(axes, primals, tangents):
+  # torch.amax's and jnp.max's rule: the tangent averaged over the tied
+  # maxima. A product, not a select, so that a plane holding NaN (no
+  # element equals its NaN maximum) gets 0/0 = NaN everywhere, as there.
+  (x,), (t,) = primals, tangents
+  y = _global_max_split(x, axes)
+  acc, _ = accumulation_dtype(t.dtype)
+  tied = (x == y).astype(acc)
+  t_out = jnp.sum(t.astype(acc) * tied, axis=axes, keepdims=True) / jnp.sum(
+      tied, axis=axes, keepdims=True)
+  return y, t_out.astype(t.dtype)
 
 
 def _planned_max(x: jax.Array, *, plan: _Plan) -> jax.Array:
@@ -464,6 +488,9 @@ def bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
     the pooled array, with ``bins[i].count`` along spatial dim ``i``, of
     ``x``'s dtype (means of integers: the default float dtype).
   """
+  if any(b is None or is_symbolic(b.size) for b in bins):
+    # Symbolic spatial sizes (jax.export): bins as masks built in the graph.
+    return _symbolic_bin_pool(x, bins, method, channels_first)
   plan = _plan(x.shape, bins, channels_first)
   if method == "max":
     if all(b.count == 1 and b.lengths[0] == b.size for b in bins) and (
@@ -493,6 +520,97 @@ def bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
 
 
 # ---------------------------------------------------------------------------
+# Symbolic spatial sizes.
+#
+# Under jax.export with symbolic sizes the bins' edges are dimension
+# expressions: nothing can be tabled in NumPy or unrolled per bin. Each dim
+# is pooled as a product (sums) or a masked reduction (maxima) with the
+# ``(o, n)`` mask of bin membership, built in the graph from the edges; the
+# output size ``o`` stays static. Maxima take their dims last first, which
+# keeps PyTorch's row-major first-maximum rule.
+
+
+def _edges(values: Sequence[Any]) -> jax.Array:
+  """Bin edges, perhaps symbolic, as an int32 vector."""
+  return jnp.stack([jnp.asarray(_lowering.size_value(v, _INDEX))
+                    for v in values])
+
+
+def _membership(axis: int, ndim: int, bins: Bins) -> tuple[jax.Array,
+                                                          jax.Array]:
+  """The mask of ``bins`` along ``axis`` of an array of rank ``ndim``, with
+  bins at ``axis`` and elements at ``axis + 1`` (rank ``ndim + 1``), and the
+  elements' indices along ``axis + 1``."""
+  shape = [1] * (ndim + 1)
+  shape[axis + 1] = bins.size
+  element = lax.broadcasted_iota(_INDEX, shape, axis + 1)
+  starts = _along(_edges(bins.starts)[:, None], axis, ndim + 1)
+  ends = _along(_edges(bins.ends)[:, None], axis, ndim + 1)
+  return (element >= starts) & (element < ends), element
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
+def _masked_max_stage(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
+  mask, _ = _membership(axis, x.ndim, bins)
+  fill = _lowering.identity(x.dtype, "max")
+  return _lowering.reduce_extremum(
+      jnp.where(mask, jnp.expand_dims(x, axis), fill), (axis + 1,), "max",
+      fold_up_to=0)
+
+
+@_masked_max_stage.defjvp
+def _masked_max_stage_jvp(axis, bins, primals, tangents):
+  # PyTorch's element of each bin (the last NaN if any, else the first
+  # maximum) found by reductions over the masked bins.
+  (x,), (t,) = primals, tangents
+  y = _masked_max_stage(x, axis, bins)
+  mask, element = _membership(axis, x.ndim, bins)
+  xe = jnp.expand_dims(x, axis)
+  none = _INDEX(np.iinfo(_INDEX).max)
+  first = jnp.min(jnp.where(mask & (xe == jnp.expand_dims(y, axis + 1)),
+                            element, none), axis=axis + 1)
+  last_nan = jnp.max(jnp.where(mask & (xe != xe), element, _INDEX(-1)),
+                     axis=axis + 1)
+  chosen = jnp.where(last_nan >= 0, last_nan, first)
+  t_out = jnp.sum(jnp.where(element == jnp.expand_dims(chosen, axis + 1),
+                            jnp.expand_dims(t, axis), np.zeros((), t.dtype)),
+                  axis=axis + 1)
+  return y, t_out
+
+
+def _masked_sum_stage(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
+  """The sum over each bin along ``axis``: a product with the mask."""
+  mask, _ = _membership(0, 1, bins)
+  y = lax.dot_general(x, mask.astype(x.dtype),
+                      (((axis,), (1,)), ((), ())),
+                      precision=lax.Precision.HIGHEST)
+  return jnp.moveaxis(y, -1, axis)
+
+
+def _symbolic_bin_pool(x: jax.Array, bins: Sequence[Bins | None],
+                       method: str, channels_first: bool) -> jax.Array:
+  """:func:`bin_pool` for symbolic sizes; a None bin keeps its dim."""
+  axes, _ = layout_axes(x.shape, len(bins), channels_first)
+  staged = [(a, b) for a, b in zip(axes, bins) if b is not None]
+  if method == "max":
+    if jnp.issubdtype(x.dtype, jnp.inexact) and all(
+        b is not None and b.starts == (0,) and b.ends == (b.size,)
+        for b in bins):
+      return _global_max(x, tuple(axes))
+    for axis, b in reversed(staged):
+      x = _masked_max_stage(x, axis, b)
+    return x
+  acc, out = accumulation_dtype(x.dtype)
+  total = x.astype(acc)
+  counts = jnp.ones((1,) * x.ndim, acc)
+  for axis, b in staged:
+    total = _masked_sum_stage(total, axis, b)
+    lengths = _edges(b.ends) - _edges(b.starts)
+    counts = counts * _along(lengths.astype(acc), axis, x.ndim)
+  return (total / counts).astype(out)
+
+
+# ---------------------------------------------------------------------------
 # Argument checking.
 
 
@@ -516,12 +634,7 @@ def spatial_rank(shape: Sequence[int], entries: Sequence[Any],
     if rank == 0:
       raise ValueError(f"{name} must not hold an empty size, got {entries!r}.")
     return rank
-  if len(shape) < 3:
-    raise ValueError(
-        f"with int {name}, x must be (N, *spatial, C) or (N, C, *spatial) "
-        f"with at least one spatial dim; got shape {tuple(shape)}. Give one "
-        f"size per spatial dim to pool other layouts.")
-  return len(shape) - 2
+  return int_rank(shape, name)
 
 
 def spatial_sizes(x: jax.Array, rank: int,
@@ -537,7 +650,8 @@ def spatial_sizes(x: jax.Array, rank: int,
 
 
 def _adaptive_bins(x: jax.Array, output_size: OutputSizeLike,
-                   channels_first: bool) -> list[Bins]:
+                   channels_first: bool) -> list[Bins | None]:
+  # A symbolic dim kept at its size (None) has no bins to list: None.
   if isinstance(output_size, Sequence) and not isinstance(output_size, str):
     entries = tuple(output_size)
     if not entries:
@@ -545,7 +659,7 @@ def _adaptive_bins(x: jax.Array, output_size: OutputSizeLike,
   else:
     entries = (output_size,) * spatial_rank(x.shape, (), "output_size")
   in_sizes = spatial_sizes(x, len(entries), channels_first)
-  return [Bins.adaptive(
+  return [None if o is None and is_symbolic(n) else Bins.adaptive(
       n, n if o is None else int_tuple(o, 1, "output_size")[0])
           for n, o in zip(in_sizes, entries)]
 
@@ -726,12 +840,20 @@ def global_avg_pool(x: ArrayLike, *, keepdims: bool = False,
 @_documented
 def global_max_pool(x: ArrayLike, *, keepdims: bool = False,
                     spatial_dims: int | None = None,
-                    channels_first: bool = False) -> jax.Array:
+                    channels_first: bool = False,
+                    tie_rule: str = "first") -> jax.Array:
   """The maximum over every spatial dim, with PyTorch's gradient.
 
-  It equals ``adaptive_max_pool(x, 1)``: the gradient goes to the first
-  maximum in row-major order (the last NaN if any), not shared among ties
-  as ``jnp.max``'s is.
+  Values are the same under both tie rules (NaN if the plane holds one).
+  The gradient of each channel's plane goes, with ``tie_rule="first"`` (the
+  default), all to one element: the first maximum in row-major order (the
+  last NaN if any), as ``adaptive_max_pool(x, 1)`` and PyTorch's
+  ``adaptive_max_pool2d`` / ``nn.AdaptiveMaxPool2d(1)`` (torchvision,
+  timm's ``"max"`` pool type). With ``tie_rule="split"`` it is shared
+  equally among the tied maxima, as ``torch.amax`` (timm's ``"fastmax"``
+  pool types, ``x.amax((2, 3))``) and ``jnp.max``: a plane holding NaN then
+  gets NaN gradients, as there. The two differ only where maxima tie (ReLU
+  zeros, saturated or quantised maps).
 
   {global}
 
@@ -747,16 +869,25 @@ def global_max_pool(x: ArrayLike, *, keepdims: bool = False,
     keepdims: keep the spatial dims, of size 1.
     spatial_dims: the number of spatial dims; default ``x.ndim - 2``.
     channels_first: the layout is ``(*batch, C, *spatial)``.
+    tie_rule: ``"first"`` (PyTorch's ``adaptive_max_pool``) or ``"split"``
+      (``torch.amax``, ``jnp.max``): where the gradient of tied maxima goes.
 
   Returns:
     the maxima, of ``x``'s dtype.
 
   Raises:
-    ValueError: for ``spatial_dims < 1``, an empty spatial dim, or ``x``
-      with too few dims.
+    ValueError: for ``spatial_dims < 1``, an empty spatial dim, ``x`` with
+      too few dims, or an unknown ``tie_rule``.
   """
   x = jnp.asarray(x)
+  if tie_rule not in _TIE_RULES:
+    raise ValueError(
+        f"tie_rule must be one of {_TIE_RULES}, got {tie_rule!r}.")
   bins = _global_bins(x, spatial_dims, channels_first)
-  y = bin_pool(x, bins, "max", channels_first)
+  if tie_rule == "split" and jnp.issubdtype(x.dtype, jnp.inexact):
+    axes, _ = layout_axes(x.shape, len(bins), channels_first)
+    y = _global_max_split(x, tuple(axes))
+  else:
+    y = bin_pool(x, bins, "max", channels_first)
   return _squeeze_spatial(y, len(bins), keepdims, channels_first)
 

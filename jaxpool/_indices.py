@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 from collections.abc import Sequence
 
 import jax
@@ -15,7 +16,8 @@ from jax.typing import ArrayLike
 from jaxpool import _lowering
 from jaxpool._pooling import documented
 from jaxpool._sharding import partitioned
-from jaxpool._spec import WindowSpec, int_tuple, layout_axes, window_spec
+from jaxpool._spec import (WindowSpec, int_tuple, is_symbolic, layout_axes,
+                           window_spec)
 from jaxpool._typing import IntOrSequence, PaddingLike, Shape
 
 _INDEX = np.int32
@@ -58,12 +60,35 @@ def _flat_index(tap: jax.Array, spec: WindowSpec) -> jax.Array:
   return index
 
 
+def _traced_flat_index(tap: jax.Array, spec: WindowSpec) -> jax.Array:
+  """:func:`_flat_index` computed in the graph, for symbolic sizes."""
+  index = jnp.zeros((1,) * spec.ndim, _INDEX)
+  inside = jnp.ones((1,) * spec.ndim, bool)
+  window = _row_major_strides(spec.window)
+  for i, (n, k, s, d, (lo, _), o, w) in enumerate(zip(
+      spec.in_shape, spec.window, spec.strides, spec.dilation, spec.padding,
+      spec.out_shape, window)):
+    shape = [1] * spec.ndim
+    shape[spec.spatial_axes[i]] = o
+    start = lax.broadcasted_iota(_INDEX, shape, spec.spatial_axes[i]) * (
+        _INDEX(s)) - _lowering.size_value(lo, _INDEX)
+    size = _lowering.size_value(n, _INDEX)
+    coordinate = start + lax.rem(lax.div(tap, _INDEX(w)), _INDEX(k)) * (
+        _INDEX(d))
+    # Row-major: each dim's coordinate scales what came before.
+    index = index * size + coordinate
+    inside = inside & functools.reduce(operator.or_, [
+        (start + _INDEX(t * d) >= 0) & (start + _INDEX(t * d) < size)
+        for t in range(k)])
+  return jnp.where(inside, index, _INDEX(-1))
+
+
 @partitioned
 @documented
 def max_pool_with_indices(
-    x: ArrayLike, window_shape: Shape, strides: IntOrSequence | None = None,
-    padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
-    ceil_mode: bool = False,
+    x: ArrayLike, window_shape: IntOrSequence,
+    strides: IntOrSequence | None = None, padding: PaddingLike = "VALID", *,
+    dilation: IntOrSequence = 1, ceil_mode: bool = False,
     channels_first: bool = False) -> tuple[jax.Array, jax.Array]:
   """Max pooling that also returns where each maximum is.
 
@@ -103,6 +128,8 @@ def max_pool_with_indices(
   values = _lowering.window_reduce(x, spec, "max")
   _, tap = _lowering.selected_tap(lax.stop_gradient(x), spec, "max")
   tap = jnp.broadcast_to(tap.astype(_INDEX), values.shape)
+  if spec.symbolic:
+    return values, _traced_flat_index(tap, spec)
   return values, _flat_index(tap, spec)
 
 
@@ -183,7 +210,8 @@ def max_unpool(x: ArrayLike, indices: ArrayLike, spatial_shape: Shape, *,
   ``(*batch, C, *spatial)`` with ``channels_first=True``, where the number
   of spatial dims is ``len(spatial_shape)``; any number of batch dims. The
   output is ``(*batch, *spatial_shape, C)`` (or ``(*batch, C,
-  *spatial_shape)``).
+  *spatial_shape)``). ``spatial_shape`` may hold symbolic sizes
+  (``jax.export``), e.g. those of the pooled input's shape.
 
   Example:
     >>> import jax.numpy as jnp
@@ -215,8 +243,10 @@ def max_unpool(x: ArrayLike, indices: ArrayLike, spatial_shape: Shape, *,
         f"spatial_shape must be a sequence of ints, got {spatial_shape!r}.")
   if not spatial_shape:
     raise ValueError("spatial_shape must not be empty.")
-  spatial_shape = int_tuple(spatial_shape, len(spatial_shape),
-                            "spatial_shape")
+  # Symbolic sizes (jax.export: an input's symbolic shape) stay as they are.
+  spatial_shape = tuple(
+      v if is_symbolic(v) else int_tuple(v, 1, "spatial_shape")[0]
+      for v in spatial_shape)
   axes, channel_axis = layout_axes(x.shape, len(spatial_shape),
                                    channels_first)
   size = math.prod(spatial_shape)

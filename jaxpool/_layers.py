@@ -148,6 +148,8 @@ class GlobalMaxPool(GlobalAvgPool):
   """The arguments of :func:`jaxpool.global_max_pool`."""
 
   function = staticmethod(jaxpool.global_max_pool)
+  _: dataclasses.KW_ONLY
+  tie_rule: str = "first"
 
 
 @dataclasses.dataclass(eq=False, repr=False)
@@ -180,4 +182,56 @@ class SPPF(Layer):
   window_size: LevelLike = 5
   repeats: int = 3
   _: dataclasses.KW_ONLY
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class MaxPoolWithIndices(MaxPool):
+  """The arguments of :func:`jaxpool.max_pool_with_indices` (``max_pool``'s)."""
+
+  function = staticmethod(jaxpool.max_pool_with_indices)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class MaxUnpool(Layer):
+  """The arguments of :func:`jaxpool.max_unpool` after ``x`` and ``indices``.
+
+  ``spatial_shape`` may be left ``None`` here and given at each call (as
+  PyTorch's ``MaxUnpool2d`` takes ``output_size``), for maps whose size
+  varies; one given at the call wins.
+  """
+
+  function = staticmethod(jaxpool.max_unpool)
+  spatial_shape: Shape | None = None
+  _: dataclasses.KW_ONLY
+  channels_first: bool = False
+
+  def __post_init__(self) -> None:
+    # Not Layer's: that one makes a field of every keyword of the function,
+    # and ``indices`` is the second array, not a field.
+    object.__setattr__(self, "spatial_shape", _frozen(self.spatial_shape))
+    post_init = getattr(super(Layer, self), "__post_init__", None)
+    if post_init is not None:
+      post_init()
+
+  def _unpool(self, x: jax.typing.ArrayLike, indices: jax.typing.ArrayLike,
+              spatial_shape: Shape | None = None) -> jax.Array:
+    """One call of :func:`jaxpool.max_unpool` with these fields."""
+    if spatial_shape is None:
+      spatial_shape = self.spatial_shape
+    if spatial_shape is None:
+      raise ValueError(
+          "spatial_shape must be given, to the module or to its call.")
+    return self.function(x, indices, spatial_shape,
+                         channels_first=self.channels_first)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class Flatten(Layer):
+  """The arguments of :func:`jaxpool.flatten`."""
+
+  function = staticmethod(jaxpool.flatten)
+  order: str = "chw"
+  _: dataclasses.KW_ONLY
+  spatial_dims: int | None = None
   channels_first: bool = False

@@ -73,9 +73,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax._src import core as _core
 
 from jaxpool import _plan_table
-from jaxpool._spec import WindowSpec
+from jaxpool._spec import WindowSpec, is_symbolic
 
 
 class Lowering(enum.Enum):
@@ -163,6 +164,10 @@ def _non_overlapping(spec: WindowSpec) -> bool:
   return spec.strides == spec.window and all(d == 1 for d in spec.dilation)
 
 
+#: Symbolic sizes: wider windows spanning several dims are reduced one dim
+#: at a time, so that the derivative selects over k1 + k2 taps, not k1 * k2.
+SYMBOLIC_MAX_TAPS = 16
+
 #: The forced plain path (``force_plain_lowering``): flax's lowering.
 FORCED_PLAIN = Plan(Lowering.PLAIN, Lowering.TAPS)
 
@@ -231,12 +236,16 @@ def plan(spec: WindowSpec, op: str = "max", platform: str | None = None,
   """
   if _plain_forced():
     return FORCED_PLAIN
+  if spec.symbolic:
+    # Symbolic spatial sizes (jax.export): a lowering that needs no
+    # concrete size, whatever the tables say.
+    return symbolic_plan(spec)
   override = getattr(_state, "plan", None)
   if override is not None:
     return override
   if platform is None:
     platform = default_platform()
-  cls = _plan_table.config_class(spec, op, dtype, shape)
+  cls = _plan_table.config_class(spec, op, dtype, _concrete(shape))
   for rule in _plan_table.rules(platform, include_user):
     if not rule.matches(cls):
       continue
@@ -250,6 +259,29 @@ def plan(spec: WindowSpec, op: str = "max", platform: str | None = None,
         f"jaxpool: {rule.origin} picks {rule.forward}/{rule.derivative} for "
         f"{_plan_table.class_key(cls)}, where it is not valid; ignored.")
   raise AssertionError("the default rules match every configuration")
+
+
+def _concrete(shape: Sequence[int] | None) -> Sequence[int] | None:
+  """``shape``, or None if a batch size is symbolic (``jax.export``): the
+  size class then counts the spatial size alone."""
+  if shape is None or any(is_symbolic(d) for d in shape):
+    return None
+  return shape
+
+
+def symbolic_plan(spec: WindowSpec) -> Plan:
+  """The plan for symbolic spatial sizes (``jax.export``).
+
+  ``reduce_window`` over an explicitly padded input (its padding may be
+  symbolic: ``"SAME"``, ``ceil_mode``), one spatial dim at a time for wide
+  windows, and the ``TAPS`` derivative, whose first-valid-tap table is then
+  computed in the graph: every size stays a dimension expression, and
+  values, ties and gradients are PyTorch's as on every other plan.
+  """
+  if valid_forward(Lowering.SEPARABLE, spec) and (
+      spec.window_size > SYMBOLIC_MAX_TAPS):
+    return Plan(Lowering.SEPARABLE, Lowering.TAPS)
+  return Plan(Lowering.PLAIN, Lowering.TAPS)
 
 
 @contextlib.contextmanager
@@ -359,9 +391,22 @@ def identity(dtype: jnp.dtype, op: str) -> np.ndarray:
   return np.array(-np.inf if op == "max" else np.inf, dtype)
 
 
+def _applied_padding(spec: WindowSpec) -> tuple[tuple[int, int], ...]:
+  """``spec.total_padding``, or for a symbolic ``ceil_mode`` pad an upper
+  bound of it (``stride - 1``): a padded input that holds at least
+  ``out_shape`` windows, as ``lax.pad`` takes no symbolic trim."""
+  return tuple((lo, hi + (s - 1 if is_symbolic(e) else e))
+               for (lo, hi), e, s in zip(spec.padding, spec.extra,
+                                         spec.strides))
+
+
 def pad(x: jax.Array, spec: WindowSpec, value) -> jax.Array:
-  """Pads the spatial dims of ``x`` by the user's and ``ceil_mode``'s pads."""
-  config = spec.full([(lo, hi, 0) for lo, hi in spec.total_padding],
+  """Pads the spatial dims of ``x`` by the user's and ``ceil_mode``'s pads.
+
+  With symbolic sizes the high side may get more (see
+  :func:`_applied_padding`); taps and windows read only what they need.
+  """
+  config = spec.full([(lo, hi, 0) for lo, hi in _applied_padding(spec)],
                      (0, 0, 0))
   if all(c == (0, 0, 0) for c in config):
     return x
@@ -437,10 +482,77 @@ def _reduce_window(x: jax.Array, spec: WindowSpec, op: str) -> jax.Array:
   # The init must be a NumPy constant: JAX recognises reduce_window_max (and
   # its VJP) only then; a jax.Array init gives the generic reduce_window,
   # which has no VJP at all.
-  return lax.reduce_window(
-      x, identity(x.dtype, op), _COMBINE[op], spec.full(spec.window, 1),
-      spec.full(spec.strides, 1), spec.full(spec.total_padding, (0, 0)),
+  return reduce_window(x, identity(x.dtype, op), _COMBINE[op], spec)
+
+
+def reduce_window(x: jax.Array, init, reducer, spec: WindowSpec) -> jax.Array:
+  """One ``lax.reduce_window`` of ``x`` over ``spec``, padded with ``init``.
+
+  ``reduce_window`` takes only static padding: with symbolic sizes the
+  input is padded explicitly (``lax.pad`` takes dimension expressions), the
+  windows taken VALID and the output cut to ``out_shape``.
+  """
+  if not spec.symbolic:
+    return lax.reduce_window(
+        x, init, reducer, spec.full(spec.window, 1),
+        spec.full(spec.strides, 1), spec.full(spec.total_padding, (0, 0)),
+        window_dilation=spec.full(spec.dilation, 1))
+  y = lax.reduce_window(
+      pad(x, spec, init), init, reducer, spec.full(spec.window, 1),
+      spec.full(spec.strides, 1), "VALID",
       window_dilation=spec.full(spec.dilation, 1))
+  return lax.slice(y, (0,) * y.ndim, spec.output_shape(y.shape))
+
+
+def size_value(size, dtype=np.int32):
+  """A size, perhaps symbolic, as a scalar of ``dtype`` (NumPy if concrete)."""
+  if is_symbolic(size):
+    return lax.convert_element_type(_core.dimension_as_value(size), dtype)
+  return np.asarray(size, dtype)
+
+
+def _output_iota(spec: WindowSpec, i: int) -> jax.Array:
+  """Input index of tap 0 of every output along spatial dim ``i``
+  (``o * stride - low``), shaped to broadcast against the outputs."""
+  axis = spec.spatial_axes[i]
+  shape = [1] * spec.ndim
+  shape[axis] = spec.out_shape[i]
+  start = lax.broadcasted_iota(np.int32, shape, axis) * np.int32(
+      spec.strides[i])
+  return start - size_value(spec.padding[i][0])
+
+
+def _traced_first_valid(spec: WindowSpec) -> jax.Array:
+  """``spec.first_valid_tap()`` computed in the graph, for symbolic sizes."""
+  index = jnp.zeros((1,) * spec.ndim, np.int32)
+  for i, (n, k, d) in enumerate(zip(spec.in_shape, spec.window,
+                                    spec.dilation)):
+    start = _output_iota(spec, i)
+    first = jnp.zeros(start.shape, np.int32)
+    for t in reversed(range(k)):
+      at = start + np.int32(t * d)
+      first = jnp.where((at >= 0) & (at < size_value(n)), np.int32(t), first)
+    index = index * np.int32(k) + first
+  return index
+
+
+def traced_divisor(spec: WindowSpec, count_include_pad: bool,
+                   dtype) -> jax.Array:
+  """``spec.divisor(count_include_pad)`` computed in the graph, for
+  symbolic sizes, in ``dtype``, shaped to broadcast against the outputs."""
+  divisor = jnp.ones((1,) * spec.ndim, dtype)
+  for i, (n, k, d, (lo, hi)) in enumerate(zip(
+      spec.in_shape, spec.window, spec.dilation, spec.padding)):
+    start = _output_iota(spec, i)
+    if count_include_pad:
+      low, high = -size_value(lo), size_value(n + hi)
+    else:
+      low, high = np.int32(0), size_value(n)
+    count = functools.reduce(lax.add, [
+        ((start + np.int32(t * d) >= low) & (start + np.int32(t * d) < high)
+         ).astype(np.int32) for t in range(k)])
+    divisor = divisor * count.astype(dtype)
+  return divisor
 
 
 def reduce_extremum(x: jax.Array, axes: Sequence[int], op: str,
@@ -571,6 +683,8 @@ def _scan_taps(window_taps: Sequence[jax.Array], op: str, first: np.ndarray,
 def _first_valid(spec: WindowSpec,
                  ranges: Sequence[tuple[int, int]]) -> np.ndarray:
   """``spec.first_valid_tap()`` over ``ranges`` of outputs, broadcastable."""
+  if spec.symbolic:  # Symbolic plans select over all outputs at once.
+    return _traced_first_valid(spec)
   first = spec.first_valid_tap()[tuple(slice(a, b) for a, b in ranges)]
   if not first.any():
     return np.zeros((), first.dtype)
@@ -836,8 +950,8 @@ def _planned(x: jax.Array, *, spec: WindowSpec, op: str,
       else:
         # A non-overlapping stage as blocks: XLA:CPU would run its
         # reduce_window as a reduction that drops NaN.
-        forward = (Lowering.RESHAPE if _non_overlapping(stage) else
-                   Lowering.PLAIN)
+        forward = (Lowering.RESHAPE if _non_overlapping(stage)
+                   and not stage.symbolic else Lowering.PLAIN)
         x = _extremum(x, stage, op, forward, chosen.derivative)
     return x
   if not exact:

@@ -15,19 +15,24 @@ from jax.typing import ArrayLike
 from jaxpool import _lowering
 from jaxpool._sharding import partitioned
 from jaxpool._spec import WindowSpec, window_spec
-from jaxpool._typing import IntOrSequence, PaddingLike, Reducer, Shape
+from jaxpool._typing import IntOrSequence, PaddingLike, Reducer
 
 _LAYOUT_DOC = """Shapes: ``x`` is ``(*batch, *spatial, C)``, or ``(*batch, C, *spatial)``
   with ``channels_first=True``, with any number of batch dims (none
-  included); the number of spatial dims is ``len(window_shape)``. Along each
-  spatial dim of size ``n`` with padding ``(lo, hi)``, window ``k``, stride
-  ``s`` and dilation ``d``, the output size is
+  included); the number of spatial dims is ``len(window_shape)``. An int
+  ``window_shape`` (PyTorch's ``MaxPool2d(3)``) is that size on every
+  spatial dim of an input with one batch dim, ``(N, *spatial, C)``, so the
+  number of spatial dims is ``x.ndim - 2`` (the adaptive pools' int
+  ``output_size`` rule). Spatial sizes may be symbolic (``jax.export``).
+  Along each spatial dim of size ``n`` with padding ``(lo, hi)``, window
+  ``k``, stride ``s`` and dilation ``d``, the output size is
   ``floor((n + lo + hi - d * (k - 1) - 1) / s) + 1``; with ``ceil_mode`` the
   floor is a ceiling, less one if the last window would start in the right
   padding (PyTorch's rule)."""
 
 
-_WINDOW_ARGS_DOC = """window_shape: the window's size along each spatial dim.
+_WINDOW_ARGS_DOC = """window_shape: the window's size along each spatial dim, or an
+      int for every spatial dim (see Shapes).
     strides: an int or one per spatial dim; default: the window.
     padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
     dilation: an int or one per spatial dim (PyTorch's ``dilation``).
@@ -94,7 +99,7 @@ def _init_value(init: ArrayLike, dtype) -> ArrayLike:
 @partitioned
 @documented
 def pool(x: ArrayLike, init: ArrayLike, reducer: Reducer,
-         window_shape: Shape, strides: IntOrSequence | None = None,
+         window_shape: IntOrSequence, strides: IntOrSequence | None = None,
          padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
          ceil_mode: bool = False, channels_first: bool = False) -> jax.Array:
   """Reduces every window of ``x`` with ``reducer``, starting from ``init``.
@@ -127,15 +132,13 @@ def pool(x: ArrayLike, init: ArrayLike, reducer: Reducer,
   x = jnp.asarray(x)
   spec = _spec(x, window_shape, strides, padding, dilation, ceil_mode,
                channels_first)
-  return lax.reduce_window(
-      x, _init_value(init, x.dtype), reducer, spec.full(spec.window, 1),
-      spec.full(spec.strides, 1), spec.full(spec.total_padding, (0, 0)),
-      window_dilation=spec.full(spec.dilation, 1))
+  return _lowering.reduce_window(x, _init_value(init, x.dtype), reducer,
+                                 spec)
 
 
 @partitioned
 @documented
-def max_pool(x: ArrayLike, window_shape: Shape,
+def max_pool(x: ArrayLike, window_shape: IntOrSequence,
              strides: IntOrSequence | None = None,
              padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
              ceil_mode: bool = False,
@@ -176,7 +179,7 @@ def max_pool(x: ArrayLike, window_shape: Shape,
 
 @partitioned
 @documented
-def min_pool(x: ArrayLike, window_shape: Shape,
+def min_pool(x: ArrayLike, window_shape: IntOrSequence,
              strides: IntOrSequence | None = None,
              padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
              ceil_mode: bool = False,
@@ -231,6 +234,8 @@ def _window_mean(x: jax.Array, spec: WindowSpec, count_include_pad: bool,
   total = _lowering.window_reduce(x.astype(acc), spec, "sum")
   if divisor_override is not None:
     divisor = np.asarray(divisor_override, acc)
+  elif spec.symbolic:
+    divisor = _lowering.traced_divisor(spec, count_include_pad, acc)
   else:
     divisor = _spatial_constant(spec.divisor(count_include_pad), spec, acc)
   return (total / divisor).astype(out)
@@ -238,7 +243,7 @@ def _window_mean(x: jax.Array, spec: WindowSpec, count_include_pad: bool,
 
 @partitioned
 @documented
-def avg_pool(x: ArrayLike, window_shape: Shape,
+def avg_pool(x: ArrayLike, window_shape: IntOrSequence,
              strides: IntOrSequence | None = None,
              padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
              ceil_mode: bool = False, count_include_pad: bool = True,
@@ -269,7 +274,8 @@ def avg_pool(x: ArrayLike, window_shape: Shape,
 
   Args:
     x: the input.
-    window_shape: the window's size along each spatial dim.
+    window_shape: the window's size along each spatial dim, or an int for
+      every spatial dim (see Shapes).
     strides: an int or one per spatial dim; default: the window.
     padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs.
     dilation: an int or one per spatial dim (PyTorch has none for averages).
@@ -305,7 +311,7 @@ def _check_p(p) -> float:
 
 @partitioned
 @documented
-def lp_pool(x: ArrayLike, p: float, window_shape: Shape,
+def lp_pool(x: ArrayLike, p: float, window_shape: IntOrSequence,
             strides: IntOrSequence | None = None,
             padding: PaddingLike = "VALID", *, ceil_mode: bool = False,
             channels_first: bool = False) -> jax.Array:
@@ -331,7 +337,8 @@ def lp_pool(x: ArrayLike, p: float, window_shape: Shape,
   Args:
     x: the input.
     p: the power, finite and positive.
-    window_shape: the window's size along each spatial dim.
+    window_shape: the window's size along each spatial dim, or an int for
+      every spatial dim (see Shapes).
     strides: an int or one per spatial dim; default: the window.
     padding: ``"VALID"``, ``"SAME"``, an int, ints, or ``(low, high)`` pairs
       (PyTorch has no padding here).
@@ -363,7 +370,7 @@ def lp_pool(x: ArrayLike, p: float, window_shape: Shape,
 
 
 @documented
-def pool_output_shape(input_shape: Sequence[int], window_shape: Shape,
+def pool_output_shape(input_shape: Sequence[int], window_shape: IntOrSequence,
                       strides: IntOrSequence | None = None,
                       padding: PaddingLike = "VALID",
                       dilation: IntOrSequence = 1, ceil_mode: bool = False,

@@ -13,7 +13,7 @@ from jax.typing import ArrayLike
 from jaxpool._adaptive import Bins, bin_pool, spatial_rank, spatial_sizes
 from jaxpool._pooling import max_pool
 from jaxpool._sharding import partitioned
-from jaxpool._spec import int_tuple, layout_axes
+from jaxpool._spec import int_tuple, is_symbolic, layout_axes
 
 #: A pyramid level or a window: an int (the same on every spatial dim) or
 #: one int per spatial dim.
@@ -42,6 +42,15 @@ def _choice(value: Any, choices: tuple[str, ...], name: str) -> str:
 
 def _sppnet_bins(a: int, n: int, dim: int) -> Bins:
   """SPPNet's bins: windows of ``ceil(a / n)``, ``floor(a / n)`` apart."""
+  if is_symbolic(a):
+    if n == 1:  # One window of the whole dim, for any size.
+      return Bins(a, (0,), (a,))
+    raise ValueError(
+        f"bins='sppnet' needs a concrete size of spatial dim {dim}, got the "
+        f"symbolic size {a}: the SPPNet rule (windows of ceil(a / {n}), "
+        f"floor(a / {n}) apart) gives {n} bins for some sizes a only, so no "
+        f"output shape holds for every {a}; use bins='adaptive', which "
+        f"gives {n} bins for any size.")
   window, stride = -(-a // n), a // n
   count = 0 if stride == 0 else (a - window) // stride + 1
   if count != n:

@@ -5,6 +5,10 @@ It turns the user's window, strides, padding, dilation, ``ceil_mode`` and
 layout into one frozen :class:`WindowSpec` and raises ``ValueError`` or
 ``TypeError`` naming the argument for anything XLA would otherwise reject
 (or, worse, silently accept) deep inside ``lax.reduce_window``.
+
+Spatial sizes may be symbolic (``jax.export.symbolic_shape``): the output
+sizes and paddings are then dimension expressions, and a check that the
+symbolic sizes cannot decide raises ``ValueError`` asking for a constraint.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import operator
 from collections.abc import Sequence
 from typing import Any
 
+import jax
 import numpy as np
+from jax._src import core as _core
 
 from jaxpool._typing import IntOrSequence, PaddingLike
 
@@ -53,6 +59,17 @@ class WindowSpec:
   padding: tuple[tuple[int, int], ...]
   extra: tuple[int, ...]
   out_shape: tuple[int, ...]
+
+  @property
+  def symbolic(self) -> bool:
+    """Whether a spatial size, padding or output size is symbolic.
+
+    Such a spec can only take lowerings that need no concrete size: no
+    NumPy tables over the outputs, no Python comparisons of sizes.
+    """
+    return any(is_symbolic(v) for v in (
+        *self.in_shape, *self.out_shape, *self.extra,
+        *(p for pair in self.padding for p in pair)))
 
   @property
   def nspatial(self) -> int:
@@ -132,6 +149,25 @@ class WindowSpec:
     return index.astype(np.int32)
 
 
+def is_symbolic(size: Any) -> bool:
+  """Whether ``size`` is a symbolic dimension (``jax.export``), not an int."""
+  return jax.export.is_symbolic_dim(size)
+
+
+def dim_max(a: Any, b: Any) -> Any:
+  """``max(a, b)`` of sizes, either of them possibly symbolic."""
+  if is_symbolic(a) or is_symbolic(b):
+    return _core.max_dim(a, b)
+  return max(a, b)
+
+
+def dim_min(a: Any, b: Any) -> Any:
+  """``min(a, b)`` of sizes, either of them possibly symbolic."""
+  if is_symbolic(a) or is_symbolic(b):
+    return _core.min_dim(a, b)
+  return min(a, b)
+
+
 def _index(value: Any, name: str) -> int:
   if isinstance(value, (bool, np.bool_)):
     raise TypeError(f"{name} must be an int, got {value!r}.")
@@ -159,12 +195,37 @@ def int_tuple(value: IntOrSequence, n: int, name: str, *,
   return values
 
 
-def window_tuple(window_shape: Any) -> tuple[int, ...]:
-  """Checks ``window_shape``: a non-empty sequence of positive ints."""
-  if not isinstance(window_shape, Sequence) or isinstance(window_shape, str):
+def int_rank(shape: Sequence[Any], name: str) -> int:
+  """The spatial rank an int size (window, output size, level) implies.
+
+  The one convention for every argument that takes an int for "the same on
+  every spatial dim": the input is then ``(N, *spatial, C)`` (or ``(N, C,
+  *spatial)``), with exactly one batch dim, so the rank is ``x.ndim - 2``.
+  A sequence of sizes gives the rank itself, with any number of batch dims.
+  """
+  if len(shape) < 3:
+    raise ValueError(
+        f"with int {name}, x must be (N, *spatial, C) or (N, C, *spatial) "
+        f"with at least one spatial dim; got shape {tuple(shape)}. Give one "
+        f"size per spatial dim to pool other layouts.")
+  return len(shape) - 2
+
+
+def window_tuple(window_shape: Any,
+                 shape: Sequence[Any] | None = None) -> tuple[int, ...]:
+  """Checks ``window_shape``: a positive int or a non-empty sequence of them.
+
+  An int is the same window on every spatial dim, the rank given by
+  :func:`int_rank` from the input's ``shape``.
+  """
+  if isinstance(window_shape, str) or (
+      not isinstance(window_shape, Sequence) and shape is None):
     raise TypeError(
         "window_shape must be a sequence of ints, one per spatial dim, got "
         f"{window_shape!r}.")
+  if not isinstance(window_shape, Sequence):
+    return int_tuple(window_shape, int_rank(shape, "window_shape"),
+                     "window_shape")
   if not window_shape:
     raise ValueError("window_shape must not be empty.")
   return int_tuple(window_shape, len(window_shape), "window_shape")
@@ -221,15 +282,50 @@ def layout_axes(shape: Sequence[int], nspatial: int, channels_first: bool,
   return _spatial_axes(ndim, nspatial, bool(channels_first))
 
 
+def _window_too_large(n: Any, k: int, d: int, lo: Any, hi: Any,
+                      axis: int) -> bool:
+  eff = d * (k - 1) + 1
+  length = n + lo + hi
+  try:
+    return bool(length < eff)
+  except jax.errors.InconclusiveDimensionOperation:
+    needed = eff if is_symbolic(lo) or is_symbolic(hi) else eff - lo - hi
+    raise ValueError(
+        f"window_shape[{axis}]={k} (dilation {d}, so it spans {eff}) needs "
+        f"the padded size {length} (input {n}, padding ({lo}, {hi})) of "
+        f"spatial dim {axis} to be at least {eff}, which its symbolic size "
+        f"does not guarantee; give jax.export.symbolic_shape a constraint "
+        f"such as '{n} >= {needed}'.") from None
+
+
+def _symbolic_out_size(n: Any, eff: int, s: int, lo: Any, hi: Any,
+                       ceil_mode: bool) -> tuple[Any, Any]:
+  """:func:`_out_size` for symbolic sizes: the same rule, with ``min`` and
+  ``max`` of dimension expressions in place of its comparisons."""
+  length = n + lo + hi
+  if ceil_mode:
+    last = -(-(length - eff) // s)
+    # PyTorch drops the last window if it starts in the right padding:
+    # the largest start inside the input or its left padding is
+    # floor((n + lo - 1) / s), and at most one window is dropped.
+    out = dim_max(dim_min(last, (n + lo - 1) // s), last - 1) + 1
+  else:
+    out = (length - eff) // s + 1
+  extra = dim_max(0, (out - 1) * s + eff - n - lo) - hi
+  return out, extra
+
+
 def _out_size(n: int, k: int, s: int, d: int, lo: int, hi: int,
               ceil_mode: bool, axis: int) -> tuple[int, int]:
   eff = d * (k - 1) + 1
   length = n + lo + hi
-  if length < eff:
+  if _window_too_large(n, k, d, lo, hi, axis):
     raise ValueError(
         f"window_shape[{axis}]={k} (dilation {d}, so it spans {eff}) is "
         f"larger than the padded input size {length} (input {n}, padding "
         f"({lo}, {hi})) of spatial dim {axis}.")
+  if any(is_symbolic(v) for v in (n, lo, hi)):
+    return _symbolic_out_size(n, eff, s, lo, hi, ceil_mode)
   if ceil_mode:
     out = -(-(length - eff) // s) + 1
     # PyTorch: the last window must start inside the input or its left
@@ -254,7 +350,8 @@ def window_spec(shape: Sequence[int], window_shape: Any,
 
   Args:
     shape: the input's full shape.
-    window_shape: one window size per spatial dim.
+    window_shape: one window size per spatial dim, or an int for every
+      spatial dim of an input with one batch dim (:func:`int_rank`).
     strides: an int or one per dim; ``None`` means the window.
     padding: see :data:`jaxpool.typing.PaddingLike`.
     dilation: an int or one per dim.
@@ -271,9 +368,9 @@ def window_spec(shape: Sequence[int], window_shape: Any,
       than the padded input, or an input with too few dims.
     TypeError: for arguments of the wrong type.
   """
-  window = window_tuple(window_shape)
-  n = len(window)
   shape = tuple(shape)
+  window = window_tuple(window_shape, shape)
+  n = len(window)
   spatial_axes, channel_axis = layout_axes(shape, n, channels_first, name)
   in_shape = tuple(shape[a] for a in spatial_axes)
   strides = window if strides is None else int_tuple(strides, n, "strides")
@@ -294,7 +391,7 @@ def window_spec(shape: Sequence[int], window_shape: Any,
       pairs = []
       for i, k, s, d in zip(in_shape, window, strides, dilation):
         out = -(-i // s)
-        total = max((out - 1) * s + d * (k - 1) + 1 - i, 0)
+        total = dim_max((out - 1) * s + d * (k - 1) + 1 - i, 0)
         pairs.append((total // 2, total - total // 2))
       pads = tuple(pairs)
   else:

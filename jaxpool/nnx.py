@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import flax.nnx as nnx
 import jax
 from jax.typing import ArrayLike
@@ -160,4 +162,45 @@ class SPPF(_layers.SPPF, _Pool):
 
   References:
     Jocher et al., YOLOv5 (2020), ``models/common.py: SPPF``.
+  """
+
+
+class MaxPoolWithIndices(_layers.MaxPoolWithIndices, _Pool):
+  """:func:`jaxpool.max_pool_with_indices` as an NNX module.
+
+  Calling it returns ``(values, indices)``, as PyTorch's
+  ``MaxPool2d(..., return_indices=True)``.
+
+  Example:
+    >>> y, i = MaxPoolWithIndices((2, 2))(jnp.ones((8, 32, 32, 3)))
+    >>> y.shape, i.dtype
+    ((8, 16, 16, 3), dtype('int32'))
+  """
+
+
+class MaxUnpool(_layers.MaxUnpool, nnx.Module):
+  """Max unpooling, :func:`jaxpool.max_unpool`, as an NNX module.
+
+  ``spatial_shape`` is a field, or given at each call (PyTorch's
+  ``output_size``) for maps whose size varies.
+
+  Example:
+    >>> x = jnp.ones((8, 32, 32, 3))
+    >>> y, i = MaxPoolWithIndices((2, 2))(x)
+    >>> MaxUnpool()(y, i, x.shape[1:3]).shape
+    (8, 32, 32, 3)
+  """
+
+  def __call__(self, x: ArrayLike, indices: ArrayLike,
+               spatial_shape: Sequence[int] | None = None) -> jax.Array:
+    return self._unpool(x, indices, spatial_shape)
+
+
+class Flatten(_layers.Flatten, _Pool):
+  """:func:`jaxpool.flatten` as an NNX module: PyTorch's ``nn.Flatten()``
+  order (``"chw"``) from channels-last maps.
+
+  Example:
+    >>> Flatten()(jnp.ones((8, 7, 7, 512))).shape
+    (8, 25088)
   """

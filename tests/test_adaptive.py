@@ -430,6 +430,58 @@ def test_global_max_nan_and_inf_gradients_match_torch():
 
 
 # ---------------------------------------------------------------------------
+# tie_rule="split": torch.amax's gradient.
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("channels_first", [False, True])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_global_max_split_matches_torch_amax(rank, channels_first, dtype):
+  rng = np.random.default_rng(rank)
+  shape = (2,) + (5, 4, 3)[:rank] + (3,)
+  x = random_input(rng, shape, ties=True, dtype=dtype)
+  x[0, ..., 0] = 0.0  # A plane of ties only.
+  if channels_first:
+    x = np.moveaxis(x, -1, 1)
+  ct = rng.standard_normal((2, 3)).astype(dtype)
+  fn = functools.partial(jaxpool.global_max_pool, channels_first=channels_first,
+                         tie_rule="split")
+  y, vjp = jax.vjp(jax.jit(fn), jnp.asarray(x))
+  xt = torch.tensor(x, requires_grad=True)
+  axes = tuple(range(2, 2 + rank)) if channels_first else tuple(
+      range(1, 1 + rank))
+  yt = torch.amax(xt, axes)
+  (grad_torch,) = torch.autograd.grad(yt, xt, torch.tensor(ct))
+  np.testing.assert_array_equal(y, yt.detach().numpy())
+  np.testing.assert_allclose(vjp(jnp.asarray(ct))[0], grad_torch.numpy(),
+                             rtol=1e-6)
+  # The default keeps PyTorch's adaptive rule: one element per plane.
+  grad_first = jax.grad(lambda v: jnp.sum(jaxpool.global_max_pool(
+      v, channels_first=channels_first)))(jnp.asarray(x))
+  assert np.count_nonzero(grad_first) == 2 * 3
+  assert np.count_nonzero(vjp(jnp.asarray(ct))[0]) > 2 * 3
+
+
+def test_global_max_split_nan_plane_and_half_precision():
+  x = np.array([[[1.0], [3.0], [3.0], [np.nan]],
+                [[2.0], [2.0], [2.0], [2.0]]], np.float32)  # (N, L, C)
+  xt = torch.tensor(x, requires_grad=True)
+  torch.amax(xt, 1).sum().backward()
+  grad = jax.grad(lambda v: jnp.sum(jaxpool.global_max_pool(
+      v, tie_rule="split")))(jnp.asarray(x))
+  np.testing.assert_array_equal(grad, xt.grad.numpy())  # NaN plane: NaN.
+  grad16 = jax.grad(lambda v: jnp.sum(jaxpool.global_max_pool(
+      v, tie_rule="split")))(jnp.asarray(x[1:], jnp.bfloat16))
+  assert grad16.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(grad16, np.full((1, 4, 1), 0.25))
+  # Integers have no gradient; values are the same under both rules.
+  xi = jnp.asarray(np.arange(24).reshape(2, 3, 4), jnp.int32)
+  np.testing.assert_array_equal(
+      jaxpool.global_max_pool(xi, tie_rule="split"),
+      jaxpool.global_max_pool(xi))
+
+
+# ---------------------------------------------------------------------------
 # Bad input.
 
 
@@ -442,6 +494,7 @@ def test_global_max_nan_and_inf_gradients_match_torch():
     (lambda x: jaxpool.adaptive_max_pool(x[:, :0], (2, 2)), "non-empty"),
     (lambda x: jaxpool.global_avg_pool(x, spatial_dims=0), "spatial_dims"),
     (lambda x: jaxpool.global_max_pool(x, spatial_dims=4), "x must have"),
+    (lambda x: jaxpool.global_max_pool(x, tie_rule="mean"), "tie_rule"),
 ])
 def test_bad_input_raises_value_error(call, match):
   with pytest.raises(ValueError, match=match):

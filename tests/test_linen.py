@@ -37,6 +37,13 @@ FUNCTIONS = {
     "SpatialPyramidPool": "spatial_pyramid_pool",
     "SppYolo": "spp_yolo",
     "SPPF": "sppf",
+    "Flatten": "flatten",
+}
+
+#: Modules of two outputs or two inputs, tested on their own below.
+PAIRED = {
+    "MaxPoolWithIndices": "max_pool_with_indices",
+    "MaxUnpool": "max_unpool",
 }
 
 #: (module, keywords other than the defaults, input shape): every module, with
@@ -62,6 +69,11 @@ CASES = [
     ("SppYolo", dict(window_sizes=((3, 1), 3)), (2, 6, 6, 3)),
     ("SPPF", dict(window_size=3, repeats=2, channels_first=True),
      (2, 3, 8, 8)),
+    ("MaxPool", dict(window_shape=3, strides=2), (2, 7, 7, 3)),
+    ("GlobalMaxPool", dict(tie_rule="split"), (2, 6, 5, 3)),
+    ("Flatten", dict(), (2, 3, 4, 5)),
+    ("Flatten", dict(order="hwc", spatial_dims=1, channels_first=True),
+     (2, 3, 4, 5)),
 ]
 
 
@@ -84,7 +96,7 @@ def test_every_module_is_in_the_table():
   public = {n for n, v in vars(jpl).items()
             if isinstance(v, type) and issubclass(v, nn.Module)
             and not n.startswith("_")}
-  assert public <= set(FUNCTIONS)
+  assert public <= set(FUNCTIONS) | set(PAIRED)
   assert {name for name, _, _ in CASES} == set(FUNCTIONS)
 
 
@@ -326,3 +338,79 @@ def test_example_models_take_their_sizes():
   # One set of weights: the SPP model's parameters do not depend on the size.
   assert all(len(c) == 1 for c in counts.values()), counts
   assert len(counts) == 5
+
+
+# ---------------------------------------------------------------------------
+# Modules of two outputs or two inputs.
+
+
+def test_paired_modules_take_the_function_keywords():
+  parameters = lambda f: [
+      (p.name, p.default, p.kind)
+      for p in inspect.signature(f).parameters.values()
+      if p.name not in ("parent", "name")]
+  assert jpl.MaxPoolWithIndices.function is jaxpool.max_pool_with_indices
+  assert parameters(jpl.MaxPoolWithIndices) == parameters(
+      jaxpool.max_pool_with_indices)[1:]
+  # MaxUnpool: the keywords after x and indices; spatial_shape may wait for
+  # the call.
+  assert jpl.MaxUnpool.function is jaxpool.max_unpool
+  want = parameters(jaxpool.max_unpool)[2:]
+  want[0] = (want[0][0], None, want[0][2])
+  assert parameters(jpl.MaxUnpool) == want
+
+
+@pytest.mark.parametrize("kwargs,shape", [
+    (dict(window_shape=(3, 3), strides=2, padding=1, ceil_mode=True),
+     (2, 9, 9, 3)),
+    (dict(window_shape=2, channels_first=True), (2, 3, 8, 6)),
+])
+def test_max_pool_with_indices_module(kwargs, shape):
+  module = jpl.MaxPoolWithIndices(**kwargs)
+  x = random(shape)
+  got = jax.jit(lambda x: module.apply({}, x))(x)
+  want = jaxpool.max_pool_with_indices(x, **kwargs)
+  chex.assert_trees_all_equal(got, want)
+  assert got[1].dtype == jnp.int32
+  assert_same_computation(lambda x: module.apply({}, x)[0],
+                          lambda x: jaxpool.max_pool_with_indices(
+                              x, **kwargs)[0], x)
+
+
+def test_max_unpool_module_field_or_call():
+  x = random((2, 8, 6, 3))
+  y, i = jaxpool.max_pool_with_indices(x, (2, 2))
+  want = jaxpool.max_unpool(y, i, (8, 6))
+  np.testing.assert_array_equal(
+      jpl.MaxUnpool((8, 6)).apply({}, y, i), want)
+  np.testing.assert_array_equal(jpl.MaxUnpool().apply({}, y, i, (8, 6)),
+                                want)
+  # The call's size wins over the field's.
+  chex.assert_shape(jpl.MaxUnpool((8, 6)).apply({}, y, i, (9, 7)),
+                    (2, 9, 7, 3))
+  with pytest.raises(ValueError, match="spatial_shape"):
+    jpl.MaxUnpool().apply({}, y, i)
+  cotangent = random(want.shape, 1)
+  got_grad = jax.grad(lambda y: jnp.vdot(
+      jpl.MaxUnpool([8, 6]).apply({}, y, i), cotangent))(y)
+  want_grad = jax.grad(lambda y: jnp.vdot(
+      jaxpool.max_unpool(y, i, (8, 6)), cotangent))(y)
+  np.testing.assert_array_equal(got_grad, want_grad)
+
+
+def test_segnet_style_model():
+  """Pool with indices, unpool to each input's own size, under jit."""
+
+  class Net(nn.Module):
+
+    @nn.compact
+    def __call__(self, x):
+      y, i = jpl.MaxPoolWithIndices(2, channels_first=True)(x)
+      return jpl.MaxUnpool(channels_first=True)(y, i, x.shape[2:])
+
+  for shape in ((2, 3, 8, 8), (2, 3, 10, 6)):
+    x = random(shape)
+    got = jax.jit(Net().apply)({}, x)
+    y, i = jaxpool.max_pool_with_indices(x, 2, channels_first=True)
+    np.testing.assert_array_equal(
+        got, jaxpool.max_unpool(y, i, shape[2:], channels_first=True))

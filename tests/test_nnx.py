@@ -168,3 +168,25 @@ def test_bad_argument_raises_from_the_function():
 
 def test_docstring_examples():
   assert_docstring_examples_pass(jpn, nnx=nnx)
+
+
+def test_max_pool_with_indices_and_unpool_modules():
+  x = random((2, 8, 6, 3))
+  pool = jpn.MaxPoolWithIndices((2, 2))
+  y, i = nnx.jit(lambda m, x: m(x))(pool, x)
+  want_y, want_i = jaxpool.max_pool_with_indices(x, (2, 2))
+  np.testing.assert_array_equal(y, want_y)
+  np.testing.assert_array_equal(i, want_i)
+  want = jaxpool.max_unpool(y, i, (8, 6))
+  np.testing.assert_array_equal(jpn.MaxUnpool((8, 6))(y, i), want)
+  np.testing.assert_array_equal(jpn.MaxUnpool()(y, i, (8, 6)), want)
+  with pytest.raises(ValueError, match="spatial_shape"):
+    jpn.MaxUnpool()(y, i)
+  assert not jax.tree.leaves(nnx.state(pool))
+  assert not jax.tree.leaves(nnx.state(jpn.MaxUnpool((8, 6))))
+  cotangent = random(want.shape, 1)
+  got_grad = jax.grad(lambda x: jnp.vdot(
+      jpn.MaxUnpool((8, 6))(*pool(x)), cotangent))(x)
+  want_grad = jax.grad(lambda x: jnp.vdot(jaxpool.max_unpool(
+      *jaxpool.max_pool_with_indices(x, (2, 2)), (8, 6)), cotangent))(x)
+  np.testing.assert_array_equal(got_grad, want_grad)

@@ -830,3 +830,21 @@ class TransformsTest(parameterized.TestCase):
     fn(x)
     fn(x + 1)
     chex.clear_trace_counter()
+
+
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_int_window_matches_torch(rank, channels_first):
+  """``max_pool(x, 3, 2, 1)`` is PyTorch's ``MaxPool{rank}d(3, 2, 1)``."""
+  shape = (2, 3) + (7, 6, 5)[:rank]
+  x = np.random.default_rng(rank).standard_normal(shape).astype(np.float32)
+  torch_pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[rank - 1]
+  torch_avg = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[rank - 1]
+  for ours, theirs in ((jaxpool.max_pool, torch_pool),
+                       (jaxpool.avg_pool, torch_avg)):
+    want = theirs(torch.tensor(x), 3, 2, 1).numpy()
+    if channels_first:
+      got = ours(x, 3, 2, 1, channels_first=True)
+    else:
+      got = np.moveaxis(ours(np.moveaxis(x, 1, -1), 3, 2, 1), -1, 1)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -245,6 +245,9 @@ ALL_CASES = (
     # shard, so every device scatters into a zero plane and all-reduces it.
     Case("max_unpool_2x2", "max_unpool", _with_indices_then_unpool, rows=64,
          forward=REDUCTION, backward=REDUCTION, keeps_split=False),
+    # Flattening a split map into one vector per example regroups it.
+    Case("flatten_chw", "flatten", jaxpool.flatten, rows=64,
+         forward=REGROUP, backward=REGROUP, keeps_split=False),
 )
 # Cases for functions the package does not export are left out; the
 # coverage test below fails if an exported function has no case.

@@ -172,8 +172,10 @@ BAD = [
      r"window_shape .*\(2, -1\)", ALL),
     ("window_empty", dict(window_shape=()), ValueError,
      r"window_shape must not be empty", ALL),
-    ("window_int", dict(window_shape=2), TypeError,
-     r"window_shape must be a sequence.*got 2", ALL),
+    ("window_int_zero", dict(window_shape=0), ValueError,
+     r"window_shape must be >= 1, got 0", ALL),
+    ("window_int_float", dict(window_shape=2.0), TypeError,
+     r"window_shape must be an int, got 2\.0", ALL),
     ("window_str", dict(window_shape="22"), TypeError,
      r"window_shape .*'22'", ALL),
     ("window_float", dict(window_shape=(2.0, 2)), TypeError,
@@ -270,3 +272,28 @@ def test_errors_raise_at_trace_time_under_jit():
                                               padding="FULL")):
     with pytest.raises(ValueError, match="window_shape|padding"):
       jax.jit(lambda x, kw=kw: jaxpool.max_pool(x, **kw))(x)
+
+
+# ---------------------------------------------------------------------------
+# An int window: the same size on every spatial dim, one batch dim.
+
+
+@pytest.mark.parametrize("fn", ALL)
+@pytest.mark.parametrize("x_shape,channels_first,window", [
+    ((2, 7, 3), False, (3,)),
+    ((2, 3, 7, 6), True, (3, 3)),
+    ((2, 7, 6, 5, 3), False, (3, 3, 3)),
+])
+def test_int_window_is_every_spatial_dim(fn, x_shape, channels_first, window):
+  kw = dict(strides=2, padding=1, channels_first=channels_first)
+  got = _call(fn, x_shape, window_shape=3, **kw)
+  want = _call(fn, x_shape, window_shape=window, **kw)
+  assert (got if fn == "shape" else got.shape) == (
+      want if fn == "shape" else want.shape)
+
+
+@pytest.mark.parametrize("fn", ALL)
+def test_int_window_needs_a_batch_dim(fn):
+  with pytest.raises(ValueError, match=r"with int window_shape, x must be "
+                     r"\(N, \*spatial, C\)"):
+    _call(fn, (5, 3), window_shape=2)
