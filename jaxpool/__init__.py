@@ -1,5 +1,6 @@
 """jaxpool: pooling for JAX and Flax, PyTorch-exact and fast."""
 
+from jaxpool import invariance
 from jaxpool._adaptive import adaptive_avg_pool
 from jaxpool._adaptive import adaptive_max_pool
 from jaxpool._adaptive import global_avg_pool
@@ -26,6 +27,7 @@ __all__ = (
     "force_plain_lowering",
     "global_avg_pool",
     "global_max_pool",
+    "invariance",
     "lp_pool",
     "max_pool",
     "max_pool_with_indices",
