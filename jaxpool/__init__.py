@@ -8,6 +8,7 @@ from jaxpool._adaptive import global_max_pool
 from jaxpool._indices import max_pool_with_indices
 from jaxpool._indices import max_unpool
 from jaxpool._lowering import force_plain_lowering
+from jaxpool._means import gem_pool
 from jaxpool._pooling import avg_pool
 from jaxpool._pooling import lp_pool
 from jaxpool._pooling import max_pool
@@ -25,6 +26,7 @@ __all__ = (
     "adaptive_max_pool",
     "avg_pool",
     "force_plain_lowering",
+    "gem_pool",
     "global_avg_pool",
     "global_max_pool",
     "invariance",

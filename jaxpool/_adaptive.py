@@ -36,17 +36,13 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from jaxpool import _lowering
+from jaxpool import _plan_table
 from jaxpool._pooling import accumulation_dtype
 from jaxpool._sharding import partitioned
 from jaxpool._spec import WindowSpec, int_tuple, layout_axes, window_spec
 from jaxpool._typing import OutputSizeLike
 
 _INDEX = np.int32
-# Bins up to this long pick their element in an unrolled loop.
-_UNROLL = 16
-# Running maxima up to this long take their taps one by one; longer ones
-# are a reduce_window.
-_SLICED = 16
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,12 +180,13 @@ def _scatter_into_bins(u: jax.Array, axis: int, bins: Bins) -> jax.Array:
       u, mode="drop", wrap_negative_indices=False)
 
 
-def _first_max(xg: jax.Array, axis: int) -> jax.Array:
+def _first_max(xg: jax.Array, axis: int, unroll: int) -> jax.Array:
   """PyTorch's choice along ``axis``: the last NaN if any, else the first max.
 
   This is PyTorch's loop, ``if (val > best || isnan(val))``, run over the
   elements of each bin. Unrolled for short bins; a ``fori_loop`` keeps long
-  ones (global pooling) cheap to compile. ``jnp.argmax`` (a variadic
+  ones (global pooling) cheap to compile; ``unroll`` (the plan table's
+  ``adaptive_unroll``) is the longest bin unrolled. ``jnp.argmax`` (a variadic
   reduction) and comparing with the broadcast maximum both run several
   times slower on XLA:CPU.
   """
@@ -206,20 +203,21 @@ def _first_max(xg: jax.Array, axis: int) -> jax.Array:
 
   best = lax.index_in_dim(xg, 0, axis, keepdims=False)
   carry = (best, jnp.zeros(best.shape, _INDEX))
-  if length <= _UNROLL:
+  if length <= unroll:
     for j in range(1, length):
       carry = step(_INDEX(j), carry)
     return carry[1]
   return lax.fori_loop(_INDEX(1), _INDEX(length), step, carry)[1]
 
 
-def _running_max(x: jax.Array, axis: int,
-                 lengths: Sequence[int]) -> dict[int, jax.Array]:
+def _running_max(x: jax.Array, axis: int, lengths: Sequence[int],
+                 sliced: int) -> dict[int, jax.Array]:
   """The maximum over every window of each length along ``axis``, stride 1.
 
   For each ``l`` in ``lengths`` (ascending) the result has ``n - l + 1``
   entries along ``axis``, entry ``s`` the maximum of ``[s, s + l)``. The
-  shortest windows take their taps one by one up to ``_SLICED`` long, which
+  shortest windows take their taps one by one up to ``sliced`` long (the
+  plan table's ``adaptive_sliced``), which
   XLA fuses into one pass over ``x``, and are one ``reduce_window`` beyond
   (a slice per tap would be a halo exchange per tap when ``axis`` is split
   over devices: 55 exchanges and 300x slower for 256 -> 7 over 4); each
@@ -233,7 +231,7 @@ def _running_max(x: jax.Array, axis: int,
 
   first = lengths[0]
   count = n - first + 1
-  if first > _SLICED:
+  if first > sliced:
     window = [1] * x.ndim
     window[axis] = first
     acc = lax.reduce_window(x, _lowering.identity(x.dtype, "max"), lax.max,
@@ -250,11 +248,13 @@ def _running_max(x: jax.Array, axis: int,
   return result
 
 
-def _irregular_max(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
+def _irregular_max(x: jax.Array, axis: int, bins: Bins,
+                   sliced: int) -> jax.Array:
   """The maximum of each bin: of the running maximum of the bin's length,
   the entry at the bin's start. Not differentiated (see :func:`_bin_max`)."""
   out = None
-  running = _running_max(x, axis, sorted(set(int(l) for l in bins.lengths)))
+  running = _running_max(x, axis, sorted(set(int(l) for l in bins.lengths)),
+                         sliced)
   for l, r in running.items():
     starts = np.minimum(bins.starts, bins.size - l).astype(_INDEX)
     taken = _take(r, axis, starts)
@@ -275,8 +275,8 @@ def _gather(x: jax.Array, axis: int, bins: Bins, fill) -> jax.Array:
   return _take(x, axis, bins.table)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2))
-def _max_stage(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
+def _max_stage(x: jax.Array, axis: int, bins: Bins, unroll: int) -> jax.Array:
   # Differentiated: from the same gathered table as its JVP's search, which
   # XLA then gathers once; reduced, not folded, since the next stage gathers
   # from this one and XLA would fuse a fold into that gather, redoing it for
@@ -287,7 +287,7 @@ def _max_stage(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
 
 
 @_max_stage.defjvp
-def _max_stage_jvp(axis, bins, primals, tangents):
+def _max_stage_jvp(axis, bins, unroll, primals, tangents):
   (x,), (t,) = primals, tangents
   # The choice of element is piecewise constant in x. It is searched in a
   # gathered (o, L) table of the bins: searching running windows instead
@@ -295,7 +295,7 @@ def _max_stage_jvp(axis, bins, primals, tangents):
   # the gathers below, redoing it for every element of every bin (15x
   # slower for 256 -> 7).
   xg = _gather(lax.stop_gradient(x), axis, bins, -np.inf)
-  k = _first_max(xg, axis + 1)
+  k = _first_max(xg, axis + 1, unroll)
   zero = np.zeros((), t.dtype)
   if bins.blocks:
     chosen = lax.broadcasted_iota(_INDEX, xg.shape, axis + 1) == (
@@ -310,7 +310,7 @@ def _max_stage_jvp(axis, bins, primals, tangents):
     t_out = _scatter_into_bins(
         jnp.where(owner_choice == element, jnp.expand_dims(t, axis + 1),
                   zero), axis, bins)
-  return _max_stage(x, axis, bins), t_out
+  return _max_stage(x, axis, bins, unroll), t_out
 
 
 def _sum_stage(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
@@ -348,11 +348,15 @@ class _Plan:
       reducing them one at a time in that order keeps PyTorch's row-major
       first-maximum rule (the first maximum of each row, then the first row
       holding the overall maximum).
+    unroll: the plan table's ``adaptive_unroll`` for the platform.
+    sliced: the plan table's ``adaptive_sliced`` for the platform.
   """
 
   spec: WindowSpec | None
   irregular: tuple[tuple[int, Bins], ...]
   stages: tuple[tuple[int, Bins], ...]
+  unroll: int = 16
+  sliced: int = 16
 
 
 def _plan(shape: tuple[int, ...], bins: Sequence[Bins],
@@ -380,13 +384,13 @@ def _max_forward(x: jax.Array, plan: _Plan) -> jax.Array:
   # times faster than along an outer dim, and the outer one then runs on
   # the pooled, smaller array.
   for axis, bins in reversed(plan.irregular):
-    x = _irregular_max(x, axis, bins)
+    x = _irregular_max(x, axis, bins, plan.sliced)
   return x
 
 
 def _max_staged(x: jax.Array, plan: _Plan) -> jax.Array:
   for axis, bins in plan.stages:
-    x = _max_stage(x, axis, bins)
+    x = _max_stage(x, axis, bins, plan.unroll)
   return x
 
 
@@ -433,6 +437,15 @@ def _global_max_jvp(axes, primals, tangents):
   return y, t_out
 
 
+def _planned_max(x: jax.Array, *, plan: _Plan) -> jax.Array:
+  """The max over bins, computed with ``plan``'s parameters."""
+  if not jnp.issubdtype(x.dtype, jnp.inexact) or not plan.irregular:
+    # Regular bins are windows: the windowed max and its own derivative,
+    # which picks the same element.
+    return _max_forward(x, plan)
+  return _bin_max(x, plan)
+
+
 def bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
              channels_first: bool) -> jax.Array:
   """The max or mean over each bin of every spatial dim.
@@ -452,16 +465,19 @@ def bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
   """
   plan = _plan(x.shape, bins, channels_first)
   if method == "max":
-    if not jnp.issubdtype(x.dtype, jnp.inexact):
-      return _max_forward(x, plan)
-    if all(b.count == 1 and b.lengths[0] == b.size for b in bins):
+    if all(b.count == 1 and b.lengths[0] == b.size for b in bins) and (
+        jnp.issubdtype(x.dtype, jnp.inexact)):
       axes, _ = layout_axes(x.shape, len(bins), channels_first)
       return _global_max(x, tuple(axes))
-    if not plan.irregular:
-      # Regular bins are windows: the windowed max and its own derivative,
-      # which picks the same element.
-      return _max_forward(x, plan)
-    return _bin_max(x, plan)
+
+    def tuned(platform):
+      found = _plan_table.parameters(platform)
+      return found["adaptive_unroll"], found["adaptive_sliced"]
+
+    return _lowering.per_platform(
+        tuned, lambda params: functools.partial(
+            _planned_max, plan=dataclasses.replace(
+                plan, unroll=params[0], sliced=params[1])), x)
   acc, out = accumulation_dtype(x.dtype)
   total = x.astype(acc)
   if plan.spec is not None:

@@ -14,33 +14,19 @@ Four lowerings compute the same windowed sum, max or min:
   spatial dim at a time (box windows are separable for sum, max and min),
   each stage lowered as above.
 
-Which configuration takes which path, and why (measured on a 2-core x86 CPU
-with ``python -m bench`` and the scripts behind the table in the README):
+The derivative of max and min (which element of each window takes the
+gradient) is lowered on its own: ``TAPS`` (taps of a padded copy of the
+input: any window), ``SLICES`` or ``RESHAPE`` (blocks).
 
-=============================================  =========  ==================
-configuration                                  lowering   why
-=============================================  =========  ==================
-forced (:func:`force_plain_lowering`)          PLAIN      the reference
-stride == window, no dilation, max/min,        SLICES     fastest forward
-<= 4 taps                                                 and gradient
-stride == window, no dilation, sums            RESHAPE    gradient is a
-                                                          broadcast (2x2:
-                                                          1.6x faster)
-stride == window, no dilation, more taps       RESHAPE    the selection is
-                                                          reduced once, not
-                                                          recomputed per
-                                                          gradient element
-other windows of <= ``MAX_TAPS`` (16) taps     SLICES     2-9x faster than
-                                                          reduce_window
-more taps in 2+ dims                           SEPARABLE  k1 + k2 taps, not
-                                                          k1 * k2; each
-                                                          stage's values a
-                                                          1-D reduce_window
-                                                          (13x13/1: 9x
-                                                          faster than taps)
-more taps, 1-D, <= ``MAX_TAPS_1D`` (64)        SLICES
-otherwise                                      PLAIN
-=============================================  =========  ==================
+Which configuration takes which lowering is data, not code: :func:`plan`
+reads the plan tables of the platform the computation is compiled for
+(:mod:`jaxpool._plan_table`: the user's table from ``jaxpool.tune``, the
+table shipped in ``jaxpool/_plans/``, then the default, the plain forward
+with the ``TAPS`` derivative). Every public op goes through
+:func:`per_platform`, so ``jax.export`` for several platforms gives each
+one its own plan. The shipped CPU table, with the measurements behind each
+rule, is ``jaxpool/_plans/cpu.json``. Every plan any table can pick
+(:func:`valid_plans`) is tested equal to the plain path.
 
 Max and min carry a custom JVP on every lowering except a forced plain one
 without dilation (where JAX has none, the forced path takes it too). It
@@ -75,37 +61,54 @@ other lowering, and a plain one picked for a wide window, follows PyTorch.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import enum
 import functools
 import os
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxpool import _plan_table
 from jaxpool._spec import WindowSpec
 
 
 class Lowering(enum.Enum):
+  """A way to compute a windowed reduction or its derivative.
+
+  The forward is ``PLAIN``, ``SLICES``, ``RESHAPE`` or ``SEPARABLE``; the
+  derivative of max and min (which element of each window takes the
+  gradient) is ``TAPS`` (taps of a padded copy: short, any window),
+  ``SLICES`` or ``RESHAPE`` (blocks).
+  """
+
   PLAIN = "plain"
   RESHAPE = "reshape"
   SLICES = "slices"
   SEPARABLE = "separable"
+  TAPS = "taps"
 
 
-# Past this many taps a window is reduced one spatial dim at a time (or as
-# blocks, when the windows do not overlap): k1 + k2 elementwise ops instead
-# of k1 * k2, and a short unrolled loop to compile.
-MAX_TAPS = 16
-# A 1-D window wider than this overlaps too much for a tap per slice to pay.
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """The lowering of a windowed reduction's forward and of its derivative."""
+
+  forward: Lowering
+  derivative: Lowering
+
+  @classmethod
+  def of(cls, forward: str, derivative: str) -> Plan:
+    return cls(Lowering(forward), Lowering(derivative))
+
+
+# Past this many taps an unrolled slice per tap is too long to compile well:
+# SLICES is not valid beyond it, and NaN-checked folds become reductions.
 MAX_TAPS_1D = 64
-# Non-overlapping windows with more taps are reduced as blocks: XLA:CPU
-# recomputes a long tap-by-tap selection inside the gradient's loop, while a
-# reduction over blocks is computed once (2x2x2: 1.4x, 4x4: 4.7x faster).
-MAX_TAPS_NON_OVERLAPPING = 4
 
 _COMBINE = {"sum": lax.add, "max": lax.max, "min": lax.min}
 
@@ -155,21 +158,156 @@ def _non_overlapping(spec: WindowSpec) -> bool:
   return spec.strides == spec.window and all(d == 1 for d in spec.dilation)
 
 
-def plan(spec: WindowSpec, op: str = "max") -> Lowering:
-  """Chooses how to lower a windowed ``op`` over ``spec`` (see the table)."""
+#: The forced plain path (``force_plain_lowering``): flax's lowering.
+FORCED_PLAIN = Plan(Lowering.PLAIN, Lowering.TAPS)
+
+
+def valid_forward(lowering: Lowering, spec: WindowSpec) -> bool:
+  """Whether ``lowering`` can compute the forward of ``spec``."""
+  if lowering is Lowering.PLAIN:
+    return True
+  if lowering is Lowering.SLICES:
+    return spec.window_size <= MAX_TAPS_1D
+  if lowering is Lowering.RESHAPE:
+    return _non_overlapping(spec)
+  if lowering is Lowering.SEPARABLE:
+    return sum(k > 1 for k in spec.window) > 1
+  return False
+
+
+def valid_derivative(lowering: Lowering, spec: WindowSpec) -> bool:
+  """Whether ``lowering`` can pick the max/min element of ``spec``'s
+  windows (a separable forward applies it per stage where valid)."""
+  if lowering is Lowering.TAPS:
+    return True
+  if lowering is Lowering.SLICES:
+    return spec.window_size <= MAX_TAPS_1D
+  if lowering is Lowering.RESHAPE:
+    return _non_overlapping(spec)
+  return False
+
+
+def valid_plans(spec: WindowSpec) -> list[Plan]:
+  """Every plan a table may pick for ``spec``: tested equal to plain."""
+  return [Plan(f, d) for f in Lowering for d in Lowering
+          if f is not Lowering.TAPS and valid_forward(f, spec)
+          and d in (Lowering.TAPS, Lowering.SLICES, Lowering.RESHAPE)
+          and (valid_derivative(d, spec) or f is Lowering.SEPARABLE)]
+
+
+def default_platform() -> str:
+  """The platform of JAX's default backend, as plan tables name it."""
+  platform = jax.default_backend()
+  if platform == "gpu":
+    kind = (_plan_table.local_device_kind("cuda") and "cuda") or (
+        _plan_table.local_device_kind("rocm") and "rocm")
+    return kind or "cuda"
+  return platform
+
+
+def plan(spec: WindowSpec, op: str = "max", platform: str | None = None,
+         dtype: Any = np.float32, shape: Sequence[int] | None = None) -> Plan:
+  """Chooses how to lower a windowed ``op`` over ``spec`` on ``platform``.
+
+  The first rule of the platform's tables (the user's tuned table, the
+  shipped one, then the default: see :mod:`jaxpool._plan_table`) that
+  matches the configuration's class and whose lowerings are valid for it.
+
+  Args:
+    spec: the resolved window.
+    op: ``"max"``, ``"min"`` or ``"sum"``.
+    platform: ``"cpu"``, ``"cuda"``, ``"rocm"``, ``"tpu"``; None for the
+      default backend's; any other name takes the default plan.
+    dtype: the input's dtype.
+    shape: the input's full shape (its size class).
+
+  Returns:
+    the :class:`Plan`.
+  """
   if _plain_forced():
-    return Lowering.PLAIN
-  if _non_overlapping(spec):
-    if op == "sum" or spec.window_size > MAX_TAPS_NON_OVERLAPPING:
-      return Lowering.RESHAPE
-    return Lowering.SLICES
-  if spec.window_size <= MAX_TAPS:
-    return Lowering.SLICES
-  if sum(k > 1 for k in spec.window) > 1:
-    return Lowering.SEPARABLE
-  if spec.window_size <= MAX_TAPS_1D:
-    return Lowering.SLICES
-  return Lowering.PLAIN
+    return FORCED_PLAIN
+  override = getattr(_state, "plan", None)
+  if override is not None:
+    return override
+  if platform is None:
+    platform = default_platform()
+  cls = _plan_table.config_class(spec, op, dtype, shape)
+  for rule in _plan_table.rules(platform):
+    if not rule.matches(cls):
+      continue
+    chosen = Plan.of(rule.forward, rule.derivative)
+    if valid_forward(chosen.forward, spec) and (
+        op == "sum" or valid_derivative(chosen.derivative, spec) or
+        chosen.forward is Lowering.SEPARABLE):
+      return chosen
+    _plan_table.warn_once(
+        f"{rule.origin}/{_plan_table.class_key(cls)}",
+        f"jaxpool: {rule.origin} picks {rule.forward}/{rule.derivative} for "
+        f"{_plan_table.class_key(cls)}, where it is not valid; ignored.")
+  raise AssertionError("the default rules match every configuration")
+
+
+@contextlib.contextmanager
+def use_plan(chosen: Plan | None) -> Iterator[None]:
+  """Every pooling traced inside the block takes ``chosen`` (tests, tuning).
+
+  Args:
+    chosen: the plan, or None for the tables' choice.
+
+  Yields:
+    nothing.
+  """
+  previous = getattr(_state, "plan", None)
+  _state.plan = chosen
+  try:
+    yield
+  finally:
+    _state.plan = previous
+
+
+@contextlib.contextmanager
+def recording() -> Iterator[list[tuple[tuple[int, ...], np.dtype, WindowSpec,
+                                       str]]]:
+  """Records ``(shape, dtype, spec, op)`` of each windowed reduction traced
+  inside the block (what :func:`jaxpool.tune` tunes for a function)."""
+  previous = getattr(_state, "recorder", None)
+  found: list[tuple[tuple[int, ...], np.dtype, WindowSpec, str]] = []
+  _state.recorder = found
+  try:
+    yield found
+  finally:
+    _state.recorder = previous
+
+
+def _record(x: jax.Array, spec: WindowSpec, op: str) -> None:
+  recorder = getattr(_state, "recorder", None)
+  if recorder is not None:
+    recorder.append((tuple(x.shape), np.dtype(x.dtype), spec, op))
+
+
+def per_platform(choose: Callable[[str | None], Hashable],
+                 build: Callable[[Any], Callable[..., Any]],
+                 *args: Any) -> Any:
+  """``build(choose(platform))(*args)`` for the platform compiled for.
+
+  Each platform of :data:`_plan_table.PLATFORMS` (and the default, for any
+  other) gets the function built from its own choice; where all choices
+  agree that function is called directly, otherwise through
+  ``lax.platform_dependent``, which JAX resolves when lowering: ``jit`` on
+  one platform compiles that platform's branch alone, and ``jax.export``
+  for several platforms carries each one's branch.
+  """
+  choices = {p: choose(p) for p in _plan_table.PLATFORMS}
+  default = choose(None)
+  built: dict[Hashable, Callable[..., Any]] = {}
+  for choice in (*choices.values(), default):
+    if choice not in built:
+      built[choice] = build(choice)
+  if len(built) == 1:
+    return built[default](*args)
+  return lax.platform_dependent(
+      *args, default=built[default],
+      **{p: built[c] for p, c in choices.items()})
 
 
 def stages(spec: WindowSpec) -> list[WindowSpec]:
@@ -569,6 +707,16 @@ def _block_tap_iota(ndim: int, shape: Sequence[int],
   return tap
 
 
+def _selection(x: jax.Array, spec: WindowSpec, op: str,
+               derivative: Lowering) -> tuple[jax.Array, jax.Array]:
+  """The selection by ``derivative``, or over taps where it is not valid."""
+  if derivative is Lowering.RESHAPE and valid_derivative(derivative, spec):
+    return _blocks_selection(x, spec, op)
+  if derivative is Lowering.SLICES and valid_derivative(derivative, spec):
+    return _slices_selection(x, spec, op)
+  return _reference_selection(x, spec, op)
+
+
 def selected_tap(x: jax.Array, spec: WindowSpec,
                  op: str) -> tuple[jax.Array, jax.Array]:
   """The max/min of each window and the index of the tap PyTorch picks.
@@ -576,16 +724,17 @@ def selected_tap(x: jax.Array, spec: WindowSpec,
   This is PyTorch's loop, ``if (val > best || isnan(val)) best = val``,
   started at the first in-bounds tap: ties keep the first tap, a NaN is
   always taken (so the last NaN wins), padding never wins. The index is the
-  row-major position in the window, as int32.
+  row-major position in the window, as int32. Each platform selects with
+  its plan's derivative lowering.
   """
-  lowering = plan(spec, op)
-  if lowering is Lowering.RESHAPE:
-    y, index = _blocks_selection(x, spec, op)
-  elif lowering is Lowering.PLAIN or spec.window_size > MAX_TAPS_1D:
-    y, index = _reference_selection(x, spec, op)
-  else:
-    y, index = _slices_selection(x, spec, op)
-  return y, index.astype(np.int32)
+  def build(chosen: Plan):
+    def select(x):
+      y, index = _selection(x, spec, op, chosen.derivative)
+      return y, index.astype(np.int32)
+    return select
+
+  return per_platform(
+      lambda p: plan(spec, op, p, x.dtype, x.shape), build, x)
 
 
 # ---------------------------------------------------------------------------
@@ -617,19 +766,15 @@ def _select_blocks(t: jax.Array, spec: WindowSpec,
   return jnp.sum(jnp.where(mask, blocks, jnp.zeros((), t.dtype)), axis=axes)
 
 
-@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))
-def _extremum(x: jax.Array, spec: WindowSpec, op: str,
-              lowering: Lowering) -> jax.Array:
-  if lowering is Lowering.SEPARABLE:  # One stage of a separable window.
-    if _non_overlapping(spec):
-      # XLA:CPU would run it as a reduction that drops NaN.
-      return _forward(x, spec, op, Lowering.RESHAPE)
-    return _reduce_window(x, spec, op)
-  return _forward(x, spec, op, lowering)
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
+def _extremum(x: jax.Array, spec: WindowSpec, op: str, forward: Lowering,
+              derivative: Lowering) -> jax.Array:
+  return _forward(x, spec, op, forward)
 
 
 @_extremum.defjvp
-def _extremum_jvp(spec, op, lowering, primals, tangents):
+def _extremum_jvp(spec, op, forward, derivative, primals, tangents):
+  del forward  # The selection gives the values too.
   (x,), (t,) = primals, tangents
   compute = _compute_dtype(x.dtype)
   if compute != x.dtype:
@@ -637,19 +782,17 @@ def _extremum_jvp(spec, op, lowering, primals, tangents):
     # loop then run in float32 (XLA:CPU's bfloat16 loops are 3-15x slower;
     # per tap, the conversions are repeated in every loop). Exact: the
     # result is one of the inputs.
-    y, t_out = _extremum_jvp(spec, op, lowering, (x.astype(compute),),
-                             (t.astype(compute),))
+    y, t_out = _extremum_jvp(spec, op, None, derivative,
+                             (x.astype(compute),), (t.astype(compute),))
     return y.astype(x.dtype), t_out.astype(t.dtype)
-  if lowering is Lowering.PLAIN or (lowering is Lowering.SEPARABLE and
-                                    spec.window_size > MAX_TAPS_1D):
+  if not valid_derivative(derivative, spec):
+    derivative = Lowering.TAPS  # A separable stage too wide for slices.
+  if derivative is Lowering.TAPS:
     y, index = _reference_selection(x, spec, op)
     return y, _select_taps(taps(pad(t, spec, 0), spec), index)
-  # Taps of the tangent, and so the gradient's loop, are float32 for half
-  # precision too: XLA:CPU's bfloat16 loops are 3-15x slower.
-  if lowering is Lowering.RESHAPE:
+  if derivative is Lowering.RESHAPE:
     y, index = _blocks_selection(x, spec, op)
-    return y, _select_blocks(t.astype(_compute_dtype(t.dtype)), spec,
-                             index).astype(t.dtype)
+    return y, _select_blocks(t, spec, index)
   y, index = _slices_selection(x, spec, op)
   return y.astype(x.dtype), _select_taps(_tangent_taps(t, spec),
                                          index).astype(t.dtype)
@@ -662,28 +805,45 @@ def _extremum_jvp(spec, op, lowering, primals, tangents):
 def window_reduce(x: jax.Array, spec: WindowSpec, op: str) -> jax.Array:
   """The windowed ``op`` ("sum", "max" or "min") of ``x`` over ``spec``.
 
-  ``x`` is already in the dtype to accumulate in.
+  ``x`` is already in the dtype to accumulate in. Each platform computes
+  it by its own :func:`plan`.
   """
-  lowering = plan(spec, op)
-  if lowering is Lowering.SEPARABLE:
+  _record(x, spec, op)
+  if _plain_forced():
+    return _planned(x, spec=spec, op=op, chosen=FORCED_PLAIN)
+  return per_platform(
+      lambda p: plan(spec, op, p, x.dtype, x.shape),
+      lambda chosen: functools.partial(_planned, spec=spec, op=op,
+                                       chosen=chosen), x)
+
+
+def _planned(x: jax.Array, *, spec: WindowSpec, op: str,
+             chosen: Plan) -> jax.Array:
+  """The windowed ``op`` of ``x`` lowered as ``chosen`` says."""
+  exact = op != "sum" and jnp.issubdtype(x.dtype, jnp.inexact)
+  if chosen.forward is Lowering.SEPARABLE:
     # Each stage's values come from a 1-D reduce_window: as strided slices,
     # XLA fuses one stage into the next and recomputes it per tap (9x
-    # slower at 13x13); its selection, if differentiated, from slices.
+    # slower at 13x13); its selection, if differentiated, as planned.
     for stage in stages(spec):
-      if op == "sum" or not jnp.issubdtype(x.dtype, jnp.inexact):
+      if not exact:
         x = _forward(x, stage, op, Lowering.PLAIN)
       else:
-        x = _extremum(x, stage, op, Lowering.SEPARABLE)
+        # A non-overlapping stage as blocks: XLA:CPU would run its
+        # reduce_window as a reduction that drops NaN.
+        forward = (Lowering.RESHAPE if _non_overlapping(stage) else
+                   Lowering.PLAIN)
+        x = _extremum(x, stage, op, forward, chosen.derivative)
     return x
-  if op == "sum" or not jnp.issubdtype(x.dtype, jnp.inexact):
+  if not exact:
     # Sums are linear, so JAX's own derivative is the sum's transpose (pads
     # of the cotangent, fused), and integers and bools have no tangent.
-    return _forward(x, spec, op, lowering)
-  if (lowering is Lowering.PLAIN and _plain_forced()
+    return _forward(x, spec, op, chosen.forward)
+  if (chosen is FORCED_PLAIN and _plain_forced()
       and all(d == 1 for d in spec.dilation)):
     # The forced plain path is flax's: JAX's own select-and-scatter VJP.
-    return _forward(x, spec, op, lowering)
+    return _forward(x, spec, op, chosen.forward)
   # JAX has no VJP for dilated max/min reduce_window (NotImplementedError),
-  # and its NaN choice is not PyTorch's: a plain lowering chosen for a wide
-  # window keeps reduce_window for the value and takes our rule.
-  return _extremum(x, spec, op, lowering)
+  # and its NaN choice is not PyTorch's: a plain lowering keeps
+  # reduce_window for the value and takes our rule.
+  return _extremum(x, spec, op, chosen.forward, chosen.derivative)

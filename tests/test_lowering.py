@@ -147,7 +147,7 @@ def test_fast_path_equals_plain_reduce_window(case, op, kind, seed):
     spec = case.spec()
   except ValueError:
     hypothesis.assume(False)
-  assert _lowering.plan(spec) is not Lowering.PLAIN
+  assert _lowering.plan(spec).forward is not Lowering.PLAIN
   x = make_input(np.random.default_rng(seed), case, kind)
   y, g, _ = value_and_vjp(op, case, x, seed, plain=False)
   yp, gp, _ = value_and_vjp(op, case, x, seed, plain=True)
@@ -284,7 +284,7 @@ def test_selected_tap_is_pytorchs_tap(case, kind, seed):
 ])
 @pytest.mark.parametrize("op", ["max", "avg"])
 def test_check_grads(lowering, case, order, op):
-  assert _lowering.plan(case.spec()) is lowering
+  assert _lowering.plan(case.spec()).forward is lowering
   # Distinct values: the derivative of max is only defined without ties.
   size = int(np.prod(case.shape))
   x = jnp.asarray(np.random.default_rng(0).permutation(size).reshape(
@@ -343,20 +343,20 @@ _C = dict(dilation=1, ceil_mode=False, channels_first=False,
 ])
 def test_plan_picks_the_lowering(case, expected):
   spec = case.spec()
-  assert _lowering.plan(spec) is expected
+  assert _lowering.plan(spec, platform="cpu").forward is expected
   with jaxpool.force_plain_lowering():
-    assert _lowering.plan(spec) is Lowering.PLAIN
+    assert _lowering.plan(spec).forward is Lowering.PLAIN
 
 
 def test_non_overlapping_sums_take_blocks():
   spec = window_spec((8, 32, 32, 3), (2, 2), 2, 0)
-  assert _lowering.plan(spec, "sum") is Lowering.RESHAPE
-  assert _lowering.plan(spec, "max") is Lowering.SLICES
+  assert _lowering.plan(spec, "sum").forward is Lowering.RESHAPE
+  assert _lowering.plan(spec, "max").forward is Lowering.SLICES
 
 
 def test_dilation_takes_slices():
   spec = window_spec((8, 32, 32, 3), (3, 3), 1, 2, dilation=2)
-  assert _lowering.plan(spec) is Lowering.SLICES
+  assert _lowering.plan(spec).forward is Lowering.SLICES
 
 
 def _max_pool_grad_hlo(case: Case, plain: bool = False) -> tuple[str, str]:
@@ -408,23 +408,23 @@ def test_no_padded_copy_of_the_input():
 def test_force_plain_lowering_nests_and_restores(monkeypatch):
   monkeypatch.delenv("JAXPOOL_FORCE_PLAIN", raising=False)
   spec = window_spec((2, 8, 8, 3), (3, 3), 2, 1)
-  assert _lowering.plan(spec) is Lowering.SLICES
+  assert _lowering.plan(spec).forward is Lowering.SLICES
   with jaxpool.force_plain_lowering():
-    assert _lowering.plan(spec) is Lowering.PLAIN
+    assert _lowering.plan(spec).forward is Lowering.PLAIN
     with jaxpool.force_plain_lowering(False):
-      assert _lowering.plan(spec) is Lowering.SLICES
-    assert _lowering.plan(spec) is Lowering.PLAIN
-  assert _lowering.plan(spec) is Lowering.SLICES
+      assert _lowering.plan(spec).forward is Lowering.SLICES
+    assert _lowering.plan(spec).forward is Lowering.PLAIN
+  assert _lowering.plan(spec).forward is Lowering.SLICES
 
 
 def test_environment_variable_forces_plain(monkeypatch):
   spec = window_spec((2, 8, 8, 3), (3, 3), 2, 1)
   monkeypatch.setenv("JAXPOOL_FORCE_PLAIN", "1")
-  assert _lowering.plan(spec) is Lowering.PLAIN
+  assert _lowering.plan(spec).forward is Lowering.PLAIN
   with jaxpool.force_plain_lowering(False):
-    assert _lowering.plan(spec) is Lowering.SLICES
+    assert _lowering.plan(spec).forward is Lowering.SLICES
   monkeypatch.setenv("JAXPOOL_FORCE_PLAIN", "0")
-  assert _lowering.plan(spec) is Lowering.SLICES
+  assert _lowering.plan(spec).forward is Lowering.SLICES
   assert os.environ["JAXPOOL_FORCE_PLAIN"] == "0"
 
 
