@@ -5,6 +5,8 @@ from jaxpool._adaptive import adaptive_avg_pool
 from jaxpool._adaptive import adaptive_max_pool
 from jaxpool._adaptive import global_avg_pool
 from jaxpool._adaptive import global_max_pool
+from jaxpool._blur import blur_pool
+from jaxpool._blur import max_blur_pool
 from jaxpool._indices import max_pool_with_indices
 from jaxpool._indices import max_unpool
 from jaxpool._lowering import force_plain_lowering
@@ -15,6 +17,7 @@ from jaxpool._pooling import max_pool
 from jaxpool._pooling import min_pool
 from jaxpool._pooling import pool
 from jaxpool._pooling import pool_output_shape
+from jaxpool._polyphase import aps_pool
 from jaxpool._pyramid import spatial_pyramid_pool
 from jaxpool._pyramid import spp_yolo
 from jaxpool._pyramid import sppf
@@ -24,13 +27,16 @@ __version__ = "0.1.0"
 __all__ = (
     "adaptive_avg_pool",
     "adaptive_max_pool",
+    "aps_pool",
     "avg_pool",
+    "blur_pool",
     "force_plain_lowering",
     "gem_pool",
     "global_avg_pool",
     "global_max_pool",
     "invariance",
     "lp_pool",
+    "max_blur_pool",
     "max_pool",
     "max_pool_with_indices",
     "max_unpool",

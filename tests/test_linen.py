@@ -37,6 +37,9 @@ FUNCTIONS = {
     "SpatialPyramidPool": "spatial_pyramid_pool",
     "SppYolo": "spp_yolo",
     "SPPF": "sppf",
+    "BlurPool": "blur_pool",
+    "MaxBlurPool": "max_blur_pool",
+    "ApsPool": "aps_pool",
 }
 
 #: (module, keywords other than the defaults, input shape): every module, with
@@ -62,6 +65,13 @@ CASES = [
     ("SppYolo", dict(window_sizes=((3, 1), 3)), (2, 6, 6, 3)),
     ("SPPF", dict(window_size=3, repeats=2, channels_first=True),
      (2, 3, 8, 8)),
+    ("BlurPool", dict(filter_size=3, strides=2, padding="zero"), (2, 7, 6, 3)),
+    ("BlurPool", dict(filter_size=(5,), strides=3, channels_first=True),
+     (3, 9)),
+    ("MaxBlurPool", dict(filter_size=4, window_shape=3, padding="replicate"),
+     (2, 9, 8, 2)),
+    ("ApsPool", dict(strides=2, window_shape=2, norm_ord=1), (3, 6, 7, 2)),
+    ("ApsPool", dict(strides=(2, 2, 2), channels_first=True), (2, 4, 4, 5)),
 ]
 
 
