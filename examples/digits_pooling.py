@@ -81,15 +81,6 @@ TEST_SIZES = (16, 20, 24, 28, 32, 36, 40)
 PLOT_SHIFTS = tuple(range(9))
 
 
-class Pool(nn.Module):
-  """A parameter-free jaxpool function as a layer."""
-
-  fn: Callable[[jax.Array], jax.Array]
-
-  def __call__(self, x: jax.Array) -> jax.Array:
-    return self.fn(x)
-
-
 class GeM(nn.Module):
   """Windowed GeM pooling 2x2/2 whose power ``p`` is learned (from 3)."""
 
@@ -148,11 +139,9 @@ def poolings() -> dict[str, Callable[[], nn.Module]]:
   """The downsamplings of rows 1, 6-9, by name: each call a fresh module."""
   return {
       "max 2x2/2": lambda: jpl.MaxPool((2, 2)),
-      "blur 4/2": lambda: Pool(functools.partial(
-          jaxpool.blur_pool, filter_size=4, strides=2)),
-      "max-blur 2, 4/2": lambda: Pool(functools.partial(
-          jaxpool.max_blur_pool, filter_size=4, strides=2, window_shape=2)),
-      "APS /2": lambda: Pool(functools.partial(jaxpool.aps_pool, strides=2)),
+      "blur 4/2": lambda: jpl.BlurPool(4, 2),
+      "max-blur 2, 4/2": lambda: jpl.MaxBlurPool(4, 2, window_shape=2),
+      "APS /2": lambda: jpl.ApsPool(2),
       "GeM 2x2/2 (learned p)": GeM,
   }
 
