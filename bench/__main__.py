@@ -8,6 +8,11 @@ speed-ups, the measured memory floor and compile times; then the sections of
   python -m bench                   # full run, several minutes on 2 cores
   python -m bench --quick           # small, float32, 3 repeats: 1-2 min
   python -m bench --json out.json --plot out.png
+  python -m bench --tune --json out.json   # also tune this device's plan
+
+On a GPU (a CUDA jaxlib), PyTorch runs on the GPU too (cuDNN) when torch
+sees one, and every row reports jaxpool's achieved memory bandwidth against
+a copy measured in the same run and the device's datasheet peak.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib
+import json
 import os
 import platform
 import sys
@@ -23,6 +29,7 @@ import time
 import jax
 import jax.numpy as jnp
 
+from bench import device as bench_device
 from bench import report
 from bench import suite
 
@@ -47,6 +54,10 @@ def _args(argv):
   parser.add_argument("--plot", metavar="PATH", help="write a PNG bar chart")
   parser.add_argument("--no-extra", action="store_true",
                       help="skip the adaptive and sharding sections")
+  parser.add_argument("--tune", action="store_true",
+                      help="also run jaxpool.tune on this device: the tuned "
+                      "plan table goes to jaxpool's cache and beside the "
+                      "JSON/PNG")
   return parser.parse_args(argv)
 
 
@@ -61,6 +72,9 @@ def _meta(args, repeats: int) -> dict:
   return {
       "date": datetime.datetime.now().isoformat(timespec="seconds"),
       "device": f"{device.platform}: {device.device_kind}",
+      "torch_device": bench_device.torch_device(),
+      "copy_gbps": bench_device.copy_gbps(64 if args.quick else 256),
+      "peak_gbps": bench_device.peak_gbps(device.device_kind),
       "cpu_count": os.cpu_count(), "machine": platform.machine(),
       "quick": args.quick, "repeats": repeats, "versions": versions,
       "fresh_write_ms_per_100mb": _fresh_write_ms(),
@@ -113,9 +127,11 @@ def main(argv=None) -> None:
   torch_ok = suite.torch_installed()
   meta = _meta(args, repeats)
   print(f"jaxpool benchmark on {meta['device']} ({meta['cpu_count']} CPUs), "
-        f"jax {jax.__version__}, torch {meta['versions']['torch']}; "
-        f"{'quick' if args.quick else 'full'} run, median of {repeats}.",
-        flush=True)
+        f"jax {jax.__version__}, torch {meta['versions']['torch']} on "
+        f"{meta['torch_device']}; {'quick' if args.quick else 'full'} run, "
+        f"median of {repeats}. Copy bandwidth {meta['copy_gbps']:.0f} GB/s"
+        + (f", datasheet peak {meta['peak_gbps']:.0f} GB/s."
+           if meta["peak_gbps"] else "."), flush=True)
 
   from tqdm import tqdm  # pylint: disable=g-import-not-at-top
   jobs = [(c, d, p) for c in runnable for d in dtypes for p in suite.PASSES]
@@ -126,6 +142,8 @@ def main(argv=None) -> None:
       rows.append(suite.measure(case, dtype, direction, args.quick, repeats,
                                 torch_ok))
 
+  for row in rows:
+    report.add_bandwidth(row, meta["copy_gbps"], meta["peak_gbps"])
   print()
   print(report.table(rows))
   print()
@@ -142,6 +160,9 @@ def main(argv=None) -> None:
     print(f"\n== bench.{name} ==")
     print(report.generic_table(section_rows))
 
+  tuned = _tune(args) if args.tune else None
+  if tuned is not None:
+    meta["tuned_table"] = tuned
   if args.json:
     report.write_json(args.json, meta, rows, sections)
     print(f"\nwrote {args.json}")
@@ -150,6 +171,23 @@ def main(argv=None) -> None:
                 f"jaxpool vs flax.linen, {meta['device']}"
                 f"{' (quick)' if args.quick else ''}")
     print(f"wrote {args.plot}")
+
+
+def _tune(args) -> str:
+  """Tunes this device's plan; the table goes beside the JSON/PNG too."""
+  import jaxpool  # pylint: disable=g-import-not-at-top
+  print("\n== jaxpool.tune ==", flush=True)
+  result = jaxpool.tune(quick=args.quick)
+  print(result.summary())
+  beside = next((p for p in (args.json, args.plot) if p), "bench_results/x")
+  folder = os.path.dirname(os.path.abspath(beside))
+  os.makedirs(folder, exist_ok=True)
+  target = os.path.join(folder, os.path.basename(str(result.path)))
+  with open(target, "w") as f:
+    json.dump(result.table, f, indent=1)
+    f.write("\n")
+  print(f"wrote {target}")
+  return target
 
 
 if __name__ == "__main__":

@@ -36,7 +36,28 @@ def _compile_cell(row: dict) -> str:
 
 
 COLUMNS = ("case", "pass", "dtype", "jaxpool", "flax", "equinox", "torch",
-           "torch fmt", "floor", "jaxpool/floor", "compile s (jaxpool/flax)")
+           "torch fmt", "floor", "jaxpool/floor", "GB/s (% copy|% peak)",
+           "compile s (jaxpool/flax)")
+
+
+def add_bandwidth(row: dict, copy_gbps: float, peak_gbps: float | None
+                  ) -> None:
+  """jaxpool's achieved bandwidth as fractions of the copy's and the peak."""
+  achieved = row.get("jaxpool_gbps")
+  if achieved:
+    row["jaxpool_frac_of_copy"] = achieved / copy_gbps
+    if peak_gbps:
+      row["jaxpool_frac_of_peak"] = achieved / peak_gbps
+
+
+def _bandwidth_cell(row: dict) -> str:
+  achieved = row.get("jaxpool_gbps")
+  if not achieved:
+    return "-"
+  fracs = [row.get(k) for k in ("jaxpool_frac_of_copy",
+                                "jaxpool_frac_of_peak")]
+  return f"{achieved:.3g} (" + "|".join(
+      "-" if f is None else f"{100 * f:.0f}%" for f in fracs) + ")"
 
 
 def table(rows: Sequence[dict]) -> str:
@@ -52,6 +73,7 @@ def table(rows: Sequence[dict]) -> str:
         f"{row['floor_ms']:.3g}" if row.get("floor_ms") else "-",
         f"{row['jaxpool_over_floor']:.1f}" if row.get(
             "jaxpool_over_floor") else "-",
+        _bandwidth_cell(row),
         _compile_cell(row)])
   return _aligned(COLUMNS, lines)
 
@@ -73,7 +95,9 @@ def legend() -> str:
       "(flax_note) where flax has no such op. torch fmt: the faster "
       "PyTorch memory format (CL: channels-last). floor: input and output "
       "bytes at the speed of one full read of the input, measured in this "
-      "run; jaxpool/floor: how many floors jaxpool takes. compile: "
+      "run; jaxpool/floor: how many floors jaxpool takes. GB/s: jaxpool's "
+      "bytes moved per second, as % of a copy (x + 1) measured in this run "
+      "and of the device's datasheet peak where known. compile: "
       "jax.jit(...).lower(x).compile() seconds.")
 
 

@@ -13,8 +13,10 @@ constant cotangent), in float32 and bfloat16, for:
   SPP);
 * ``equinox``: its pooling layer where it has one, vmapped over the batch on
   its native ``(C, *spatial)`` layout;
-* ``torch``: ``torch.nn.functional`` on the CPU, the faster of NCHW and
-  channels-last memory formats (``y.backward(w)`` into a fresh ``grad``);
+* ``torch``: ``torch.nn.functional`` on the same kind of device (cuDNN
+  when JAX runs on a GPU and torch sees one, else the CPU), the faster of
+  NCHW and channels-last memory formats (``y.backward(w)`` into a fresh
+  ``grad``);
 * ``floor``: the input and output bytes moved (forward+backward: ``x`` and
   ``w`` in, the gradient out) at the speed of one full read of this case's
   input, measured in the same run (a jitted ``jnp.sum``).
@@ -42,6 +44,7 @@ import numpy as np
 from jax import lax
 
 import jaxpool
+from bench import device as bench_device
 
 IMPLS = ("jaxpool", "flax", "equinox", "torch")
 _SETTLE_S = 0.005
@@ -265,9 +268,14 @@ def _torch_runners(case: Case, x: np.ndarray, direction: str, dtype: str):
   the same weighted loss, without PyTorch computing the loss itself.
   """
   import torch  # pylint: disable=g-import-not-at-top
+  where = bench_device.torch_device()
+  if where == "cuda":
+    torch.backends.cudnn.benchmark = True
+  sync = torch.cuda.synchronize if where == "cuda" else (lambda: None)
   n = x.ndim - 2
   base = torch.from_numpy(np.ascontiguousarray(x, np.float32))
-  base = base.permute(0, n + 1, *range(1, n + 1)).to(getattr(torch, dtype))
+  base = base.permute(0, n + 1, *range(1, n + 1)).to(
+      device=where, dtype=getattr(torch, dtype))
   formats = {"NCHW": torch.contiguous_format}
   if n == 2:
     formats["channels_last"] = torch.channels_last
@@ -280,19 +288,22 @@ def _torch_runners(case: Case, x: np.ndarray, direction: str, dtype: str):
 
       def run(xt=xt):
         with torch.no_grad():
-          return case.torch(torch, xt)
+          y = case.torch(torch, xt)
+        sync()
+        return y
     else:
       xt = xt.requires_grad_()
       with torch.no_grad():
         y = case.torch(torch, xt)
       rng = np.random.default_rng(1)
       w = torch.from_numpy(rng.standard_normal(tuple(y.shape), np.float32))
-      w = w.to(y.dtype).contiguous(memory_format=(
+      w = w.to(device=where, dtype=y.dtype).contiguous(memory_format=(
           fmt if y.dim() == base.dim() else torch.contiguous_format))
 
       def run(xt=xt, w=w):
         xt.grad = None
         case.torch(torch, xt).backward(w)
+        sync()
         return xt.grad
     runners[layout] = run
   return runners
@@ -399,6 +410,9 @@ def measure(case: Case, dtype: str, direction: str, quick: bool,
   moved = x.nbytes + out_bytes if direction == "fwd" else (
       2 * x.nbytes + out_bytes)
   row["read_ms"], row["floor_ms"] = _floor_ms(x, moved, repeats)
+  row["moved_bytes"] = moved
+  if row.get("jaxpool_ms"):
+    row["jaxpool_gbps"] = moved / row["jaxpool_ms"] / 1e6
   if direction == "fwd" and "jaxpool" in outputs and "flax" in outputs:
     diff = np.asarray(outputs["jaxpool"], np.float32) - np.asarray(
         outputs["flax"], np.float32)

@@ -24,6 +24,14 @@ from jaxpool._pyramid import sppf
 
 __version__ = "0.1.0"
 
+
+def __getattr__(name: str):
+  # Imported on first use, so that `python -m jaxpool.tune` runs it fresh.
+  if name == "tune":
+    import jaxpool.tune  # pylint: disable=g-import-not-at-top,redefined-outer-name
+    return jaxpool.tune
+  raise AttributeError(f"module 'jaxpool' has no attribute {name!r}")
+
 __all__ = (
     "adaptive_avg_pool",
     "adaptive_max_pool",
@@ -46,4 +54,5 @@ __all__ = (
     "spatial_pyramid_pool",
     "spp_yolo",
     "sppf",
+    "tune",
 )

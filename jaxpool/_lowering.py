@@ -162,19 +162,6 @@ def _non_overlapping(spec: WindowSpec) -> bool:
 FORCED_PLAIN = Plan(Lowering.PLAIN, Lowering.TAPS)
 
 
-def valid_forward(lowering: Lowering, spec: WindowSpec) -> bool:
-  """Whether ``lowering`` can compute the forward of ``spec``."""
-  if lowering is Lowering.PLAIN:
-    return True
-  if lowering is Lowering.SLICES:
-    return spec.window_size <= MAX_TAPS_1D
-  if lowering is Lowering.RESHAPE:
-    return _non_overlapping(spec)
-  if lowering is Lowering.SEPARABLE:
-    return sum(k > 1 for k in spec.window) > 1
-  return False
-
-
 def valid_derivative(lowering: Lowering, spec: WindowSpec) -> bool:
   """Whether ``lowering`` can pick the max/min element of ``spec``'s
   windows (a separable forward applies it per stage where valid)."""
@@ -185,6 +172,16 @@ def valid_derivative(lowering: Lowering, spec: WindowSpec) -> bool:
   if lowering is Lowering.RESHAPE:
     return _non_overlapping(spec)
   return False
+
+
+def valid_forward(lowering: Lowering, spec: WindowSpec) -> bool:
+  """Whether ``lowering`` can compute the forward of ``spec``."""
+  if lowering is Lowering.PLAIN:
+    return True
+  if lowering is Lowering.SEPARABLE:
+    return sum(k > 1 for k in spec.window) > 1
+  # Slices and blocks are valid where their selections are.
+  return lowering is not Lowering.TAPS and valid_derivative(lowering, spec)
 
 
 def valid_plans(spec: WindowSpec) -> list[Plan]:
@@ -206,7 +203,8 @@ def default_platform() -> str:
 
 
 def plan(spec: WindowSpec, op: str = "max", platform: str | None = None,
-         dtype: Any = np.float32, shape: Sequence[int] | None = None) -> Plan:
+         dtype: Any = np.float32, shape: Sequence[int] | None = None, *,
+         include_user: bool = True) -> Plan:
   """Chooses how to lower a windowed ``op`` over ``spec`` on ``platform``.
 
   The first rule of the platform's tables (the user's tuned table, the
@@ -220,6 +218,8 @@ def plan(spec: WindowSpec, op: str = "max", platform: str | None = None,
       default backend's; any other name takes the default plan.
     dtype: the input's dtype.
     shape: the input's full shape (its size class).
+    include_user: whether the user's tuned table counts (``jaxpool.tune``
+      compares with the shipped plan).
 
   Returns:
     the :class:`Plan`.
@@ -232,7 +232,7 @@ def plan(spec: WindowSpec, op: str = "max", platform: str | None = None,
   if platform is None:
     platform = default_platform()
   cls = _plan_table.config_class(spec, op, dtype, shape)
-  for rule in _plan_table.rules(platform):
+  for rule in _plan_table.rules(platform, include_user):
     if not rule.matches(cls):
       continue
     chosen = Plan.of(rule.forward, rule.derivative)

@@ -49,6 +49,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from jaxpool._spec import WindowSpec
@@ -128,7 +129,8 @@ def config_class(spec: WindowSpec, op: str, dtype: Any,
     one word per field of :data:`FIELDS`.
   """
   dtype = np.dtype(dtype)
-  if not np.issubdtype(dtype, np.inexact):
+  # jnp's test: NumPy does not know bfloat16 as a floating type.
+  if not jnp.issubdtype(dtype, jnp.inexact):
     kind = "int"
   elif dtype.itemsize < 4:
     kind = "half"
@@ -320,12 +322,14 @@ def user_table(platform: str) -> Table | None:
   return load_user_table(user_table_path(platform, kind), platform)
 
 
-def tables(platform: str | None) -> tuple[Table, ...]:
+def tables(platform: str | None,
+           include_user: bool = True) -> tuple[Table, ...]:
   """The tables consulted for ``platform``, first to last."""
   if platform not in PLATFORMS:
     return ()
-  return tuple(t for t in (user_table(platform), shipped_table(platform))
-               if t is not None)
+  found = (user_table(platform) if include_user else None,
+           shipped_table(platform))
+  return tuple(t for t in found if t is not None)
 
 
 @functools.cache
@@ -334,10 +338,11 @@ def _default_rules() -> tuple[Rule, ...]:
                for i, r in enumerate(DEFAULT_RULES))
 
 
-def rules(platform: str | None) -> tuple[Rule, ...]:
+def rules(platform: str | None,
+          include_user: bool = True) -> tuple[Rule, ...]:
   """Every rule for ``platform`` in the order they are tried."""
-  return tuple(r for t in tables(platform) for r in t.rules) + (
-      _default_rules())
+  return tuple(r for t in tables(platform, include_user)
+               for r in t.rules) + _default_rules()
 
 
 def parameters(platform: str | None) -> dict[str, int]:

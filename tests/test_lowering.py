@@ -158,6 +158,42 @@ def test_fast_path_equals_plain_reduce_window(case, op, kind, seed):
   assert_gradients_close(g, gp, case.dtype)
 
 
+@SETTINGS
+@hypothesis.given(case=cases(), op=st.sampled_from(sorted(POOLS)),
+                  kind=st.sampled_from(["normal", "relu"]),
+                  seed=st.integers(0, 2**31))
+def test_every_plan_a_table_can_pick_equals_plain(case, op, kind, seed):
+  """Tuned and shipped tables pick among valid_plans: each one is exact."""
+  try:
+    spec = case.spec()
+  except ValueError:
+    hypothesis.assume(False)
+  x = make_input(np.random.default_rng(seed), case, kind)
+  yp, gp, _ = value_and_vjp(op, case, x, seed, plain=True)
+  plans = _lowering.valid_plans(spec)
+  assert _lowering.Plan(Lowering.PLAIN, Lowering.TAPS) in plans
+  for chosen in plans:
+    with _lowering.use_plan(chosen):
+      y, g, _ = value_and_vjp(op, case, x, seed, plain=False)
+    if op == "avg":
+      np.testing.assert_allclose(y, yp, rtol=1e-6, atol=1e-6)
+    else:
+      np.testing.assert_array_equal(y, yp, err_msg=str(chosen))
+    assert_gradients_close(g, gp, case.dtype)
+
+
+@pytest.mark.parametrize("window,strides,expected", [
+    ((2, 2), 2, {"plain", "slices", "reshape", "separable"}),
+    ((3, 3), 2, {"plain", "slices", "separable"}),
+    ((3,), 1, {"plain", "slices"}),
+    ((9, 9), 1, {"plain", "separable"}),  # 81 taps: too many to slice.
+])
+def test_valid_plans(window, strides, expected):
+  spec = window_spec((2, 20, 20, 3)[:len(window) + 1] + (3,), window,
+                     strides)
+  assert {p.forward.value for p in _lowering.valid_plans(spec)} == expected
+
+
 def _to_torch(a: np.ndarray, case: Case) -> np.ndarray:
   """``a`` in PyTorch's layout ``(N, C, *spatial)``."""
   n = len(case.window)

@@ -55,7 +55,7 @@ _ARRAY = re.compile(r"\w+\[([\d,]*)\]")
 # never an all-to-all or a reduce-scatter, which reshuffle whole shards.
 HALO = frozenset({"collective-permute", "all-reduce", "all-gather"})
 # Functions in jaxpool.__all__ that do not pool an array.
-NOT_POOLING = frozenset({"force_plain_lowering", "pool_output_shape"})
+NOT_POOLING = frozenset({"force_plain_lowering", "pool_output_shape", "tune"})
 
 
 def collectives(hlo: str) -> list[tuple[str, int]]:
