@@ -1,19 +1,24 @@
 """jaxpool: pooling for JAX and Flax, PyTorch-exact and fast."""
 
+from jaxpool import invariance
 from jaxpool._adaptive import adaptive_avg_pool
 from jaxpool._adaptive import adaptive_max_pool
 from jaxpool._adaptive import global_avg_pool
 from jaxpool._adaptive import global_max_pool
+from jaxpool._blur import blur_pool
+from jaxpool._blur import max_blur_pool
 from jaxpool._flatten import flatten
 from jaxpool._indices import max_pool_with_indices
 from jaxpool._indices import max_unpool
 from jaxpool._lowering import force_plain_lowering
+from jaxpool._means import gem_pool
 from jaxpool._pooling import avg_pool
 from jaxpool._pooling import lp_pool
 from jaxpool._pooling import max_pool
 from jaxpool._pooling import min_pool
 from jaxpool._pooling import pool
 from jaxpool._pooling import pool_output_shape
+from jaxpool._polyphase import aps_pool
 from jaxpool._pyramid import spatial_pyramid_pool
 from jaxpool._pyramid import spp_yolo
 from jaxpool._pyramid import sppf
@@ -31,12 +36,17 @@ def __getattr__(name: str):
 __all__ = (
     "adaptive_avg_pool",
     "adaptive_max_pool",
+    "aps_pool",
     "avg_pool",
+    "blur_pool",
     "flatten",
     "force_plain_lowering",
+    "gem_pool",
     "global_avg_pool",
     "global_max_pool",
+    "invariance",
     "lp_pool",
+    "max_blur_pool",
     "max_pool",
     "max_pool_with_indices",
     "max_unpool",

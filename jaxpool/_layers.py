@@ -234,4 +234,38 @@ class Flatten(Layer):
   order: str = "chw"
   _: dataclasses.KW_ONLY
   spatial_dims: int | None = None
+class BlurPool(Layer):
+  """The arguments of :func:`jaxpool.blur_pool`."""
+
+  function = staticmethod(jaxpool.blur_pool)
+  filter_size: IntOrSequence = 4
+  strides: IntOrSequence = 2
+  _: dataclasses.KW_ONLY
+  padding: str = "reflect"
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class MaxBlurPool(Layer):
+  """The arguments of :func:`jaxpool.max_blur_pool`."""
+
+  function = staticmethod(jaxpool.max_blur_pool)
+  filter_size: IntOrSequence = 4
+  strides: IntOrSequence = 2
+  _: dataclasses.KW_ONLY
+  window_shape: IntOrSequence = 2
+  padding: str = "reflect"
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class ApsPool(Layer):
+  """The arguments of :func:`jaxpool.aps_pool`."""
+
+  function = staticmethod(jaxpool.aps_pool)
+  strides: IntOrSequence = 2
+  _: dataclasses.KW_ONLY
+  window_shape: IntOrSequence = 1
+  norm_ord: float = 2
+  filter_size: IntOrSequence = 1
   channels_first: bool = False

@@ -206,3 +206,40 @@ class Flatten(_layers.Flatten, _Pool):
     >>> Flatten().apply({}, jnp.ones((8, 7, 7, 512))).shape
     (8, 25088)
   """
+
+
+class BlurPool(_layers.BlurPool, _Pool):
+  """Blur pooling, :func:`jaxpool.blur_pool`, as a Linen module.
+
+  Example:
+    >>> BlurPool(4, 2).apply({}, jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+
+  References:
+    Zhang 2019, "Making Convolutional Networks Shift-Invariant Again".
+  """
+
+
+class MaxBlurPool(_layers.MaxBlurPool, _Pool):
+  """Max-blur pooling, :func:`jaxpool.max_blur_pool`, as a Linen module.
+
+  Example:
+    >>> MaxBlurPool(4, 2).apply({}, jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+
+  References:
+    Zhang 2019, "Making Convolutional Networks Shift-Invariant Again".
+  """
+
+
+class ApsPool(_layers.ApsPool, _Pool):
+  """Adaptive polyphase sampling, :func:`jaxpool.aps_pool`, in Linen.
+
+  Example:
+    >>> ApsPool(2, window_shape=2).apply({}, jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+
+  References:
+    Chaman & Dokmanić 2021, "Truly Shift-Invariant Convolutional Neural
+    Networks".
+  """

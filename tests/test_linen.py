@@ -38,6 +38,9 @@ FUNCTIONS = {
     "SppYolo": "spp_yolo",
     "SPPF": "sppf",
     "Flatten": "flatten",
+    "BlurPool": "blur_pool",
+    "MaxBlurPool": "max_blur_pool",
+    "ApsPool": "aps_pool",
 }
 
 #: Modules of two outputs or two inputs, tested on their own below.
@@ -74,6 +77,13 @@ CASES = [
     ("Flatten", dict(), (2, 3, 4, 5)),
     ("Flatten", dict(order="hwc", spatial_dims=1, channels_first=True),
      (2, 3, 4, 5)),
+    ("BlurPool", dict(filter_size=3, strides=2, padding="zero"), (2, 7, 6, 3)),
+    ("BlurPool", dict(filter_size=(5,), strides=3, channels_first=True),
+     (3, 9)),
+    ("MaxBlurPool", dict(filter_size=4, window_shape=3, padding="replicate"),
+     (2, 9, 8, 2)),
+    ("ApsPool", dict(strides=2, window_shape=2, norm_ord=1), (3, 6, 7, 2)),
+    ("ApsPool", dict(strides=(2, 2, 2), channels_first=True), (2, 4, 4, 5)),
 ]
 
 
