@@ -38,7 +38,8 @@ from jax.typing import ArrayLike
 from jaxpool import _lowering
 from jaxpool._pooling import accumulation_dtype
 from jaxpool._sharding import partitioned
-from jaxpool._spec import WindowSpec, int_tuple, layout_axes, window_spec
+from jaxpool._spec import (WindowSpec, check_plane, int_tuple, layout_axes,
+                           window_spec)
 from jaxpool._typing import OutputSizeLike
 
 _INDEX = np.int32
@@ -62,9 +63,14 @@ class Bins:
 
   @classmethod
   def adaptive(cls, n: int, o: int) -> Bins:
-    """PyTorch's adaptive bins of ``n`` elements into ``o`` bins."""
-    return cls(n, tuple(i * n // o for i in range(o)),
-               tuple(-(-(i + 1) * n // o) for i in range(o)))
+    """PyTorch's adaptive bins of ``n`` elements into ``o`` bins.
+
+    ``o`` and ``n`` are at most ``MAX_SIZE``, checked by the caller, so the
+    products fit in int64.
+    """
+    i = np.arange(o, dtype=np.int64)
+    return cls(n, tuple((i * n // o).tolist()),
+               tuple((-(-(i + 1) * n // o)).tolist()))
 
   @classmethod
   def strided(cls, n: int, window: int, stride: int, count: int) -> Bins:
@@ -400,8 +406,11 @@ def _bin_max_jvp(plan, primals, tangents):
   # The forward reduces all regular dims in one windowed op and the others
   # by running maxima; derivatives go dim by dim over gathered tables of the
   # bins, so that each picks its element without unrolling the window.
-  return jax.jvp(functools.partial(_max_staged, plan=plan), primals,
-                 tangents)
+  # Half precision is differentiated in float32 (wide_derivative's reason):
+  # stages of overlapping bins would each round their sums.
+  staged = functools.partial(_max_staged, plan=plan)
+  return jax.jvp(functools.partial(_lowering.wide_derivative, fn=staged),
+                 primals, tangents)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -528,9 +537,10 @@ def _adaptive_bins(x: jax.Array, output_size: OutputSizeLike,
   else:
     entries = (output_size,) * spatial_rank(x.shape, (), "output_size")
   in_sizes = spatial_sizes(x, len(entries), channels_first)
-  return [Bins.adaptive(
-      n, n if o is None else int_tuple(o, 1, "output_size")[0])
-          for n, o in zip(in_sizes, entries)]
+  out_sizes = [n if o is None else int_tuple(o, 1, "output_size")[0]
+               for n, o in zip(in_sizes, entries)]
+  check_plane(out_sizes, "output_size", "the output's spatial plane")
+  return [Bins.adaptive(n, o) for n, o in zip(in_sizes, out_sizes)]
 
 
 def _global_bins(x: jax.Array, spatial_dims: int | None,

@@ -40,10 +40,13 @@ def _flat_index(tap: jax.Array, spec: WindowSpec) -> jax.Array:
   for n, k, s, d, (lo, _), o, step in zip(
       spec.in_shape, spec.window, spec.strides, spec.dilation, spec.padding,
       spec.out_shape, plane):
-    start = np.arange(o) * s - lo
+    start = np.arange(o, dtype=np.int64) * s - lo
     base = np.add.outer(base, start * step)
-    taps = start[:, None] + np.arange(k) * d
-    inside = np.multiply.outer(inside, ((taps >= 0) & (taps < n)).any(1))
+    # Some tap j in [0, k) reads start + j * d in [0, n): the first that
+    # reaches 0 is not past the last below n.
+    first = np.maximum(-(start // d), 0)
+    last = np.minimum((n - 1 - start) // d, k - 1)
+    inside = np.multiply.outer(inside, first <= last)
   index = jnp.broadcast_to(
       base.reshape(spec.full(base.shape, 1)).astype(_INDEX), tap.shape)
   for k, d, step, w in zip(spec.window, spec.dilation, plane, window):

@@ -13,6 +13,13 @@ Four lowerings compute the same windowed sum, max or min:
 * ``SEPARABLE``: windows with many taps in several dims are reduced one
   spatial dim at a time (box windows are separable for sum, max and min),
   each stage lowered as above.
+* ``COMPACT``: max and min of wide windows whose selection, unrolled tap by
+  tap, would be slow to compile: the value is one ``lax.reduce_window``;
+  the selection (for the derivative and for indices) one variadic
+  ``lax.reduce_window`` over ``(value, flat position)`` pairs whose
+  combiner is PyTorch's rule; the tangent is gathered at the chosen
+  position (reverse mode: a scatter-add). Its HLO does not grow with the
+  window.
 
 Which configuration takes which path, and why (measured on a 2-core x86 CPU
 with ``python -m bench`` and the scripts behind the table in the README):
@@ -39,8 +46,17 @@ more taps in 2+ dims                           SEPARABLE  k1 + k2 taps, not
                                                           (13x13/1: 9x
                                                           faster than taps)
 more taps, 1-D, <= ``MAX_TAPS_1D`` (64)        SLICES
-otherwise                                      PLAIN
+otherwise, max/min                             COMPACT    compile time
+                                                          bounded (the
+                                                          selection is not
+                                                          unrolled)
+otherwise, sums                                PLAIN
 =============================================  =========  ==================
+
+Indices (:func:`selected_tap`) and derivatives whose selection, unrolled,
+would have more than ``MAX_UNROLLED`` (256) tap slices take ``COMPACT``'s
+selection whatever the lowering of the value: 512 taps of an 8x8x8
+window took 60 s to compile in bfloat16, 0.2 s so.
 
 Max and min carry a custom JVP on every lowering except a forced plain one
 without dilation (where JAX has none, the forced path takes it too). It
@@ -77,6 +93,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import functools
+import math
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -94,6 +111,7 @@ class Lowering(enum.Enum):
   RESHAPE = "reshape"
   SLICES = "slices"
   SEPARABLE = "separable"
+  COMPACT = "compact"
 
 
 # Past this many taps a window is reduced one spatial dim at a time (or as
@@ -102,6 +120,11 @@ class Lowering(enum.Enum):
 MAX_TAPS = 16
 # A 1-D window wider than this overlaps too much for a tap per slice to pay.
 MAX_TAPS_1D = 64
+# A selection unrolled over more tap slices than this (taps times the border
+# regions of _regions) is COMPACT: XLA's compile time grows with the slices,
+# superlinearly in half precision (an 8x8x8 window's 512 taps: 60 s), while
+# COMPACT's HLO does not grow with the window.
+MAX_UNROLLED = 256
 # Non-overlapping windows with more taps are reduced as blocks: XLA:CPU
 # recomputes a long tap-by-tap selection inside the gradient's loop, while a
 # reduction over blocks is computed once (2x2x2: 1.4x, 4x4: 4.7x faster).
@@ -169,7 +192,21 @@ def plan(spec: WindowSpec, op: str = "max") -> Lowering:
     return Lowering.SEPARABLE
   if spec.window_size <= MAX_TAPS_1D:
     return Lowering.SLICES
+  # Issue 16: past here max/min would unroll a selection over every tap.
+  if op != "sum" and compact(spec):
+    return Lowering.COMPACT
   return Lowering.PLAIN
+
+
+def compact(spec: WindowSpec) -> bool:
+  """Whether a selection over ``spec``'s taps, unrolled, would be large.
+
+  It counts the strided slices of :func:`_slices_selection` (every tap of
+  every border region); past :data:`MAX_UNROLLED` the selection is
+  ``COMPACT``, whose HLO does not grow with the window.
+  """
+  regions = math.prod(len(r) for r in _regions(spec))
+  return spec.window_size * regions > MAX_UNROLLED
 
 
 def stages(spec: WindowSpec) -> list[WindowSpec]:
@@ -361,7 +398,7 @@ def _exact_blocks(spec: WindowSpec) -> bool:
 def _forward(x: jax.Array, spec: WindowSpec, op: str,
              lowering: Lowering) -> jax.Array:
   """The windowed ``op`` of ``x`` (already in its accumulation dtype)."""
-  if lowering is Lowering.PLAIN:
+  if lowering in (Lowering.PLAIN, Lowering.COMPACT):
     return _reduce_window(x, spec, op)
   if lowering is Lowering.RESHAPE or (op != "sum" and _exact_blocks(spec)):
     # Windows on axes of their own: a sum is one reduction; a max/min folds
@@ -581,11 +618,107 @@ def selected_tap(x: jax.Array, spec: WindowSpec,
   lowering = plan(spec, op)
   if lowering is Lowering.RESHAPE:
     y, index = _blocks_selection(x, spec, op)
+  elif lowering is Lowering.COMPACT or compact(spec):
+    y, position = _compact_selection(x, spec, op)
+    index = _position_to_tap(position, spec)
   elif lowering is Lowering.PLAIN or spec.window_size > MAX_TAPS_1D:
     y, index = _reference_selection(x, spec, op)
   else:
     y, index = _slices_selection(x, spec, op)
   return y, index.astype(np.int32)
+
+
+# ---------------------------------------------------------------------------
+# COMPACT: the selection as one variadic reduce_window.
+
+# The position of the padding: larger than any in a plane (at most
+# MAX_SIZE elements), so it loses every tie.
+_NOWHERE = np.int32(np.iinfo(np.int32).max)
+
+
+def _plane_positions(spec: WindowSpec) -> jax.Array:
+  """The flat row-major position of every element in its spatial plane,
+  int32, shaped to broadcast against the input."""
+  position = jnp.zeros((1,) * spec.ndim, np.int32)
+  for axis, n in zip(spec.spatial_axes, spec.in_shape):
+    dims = [1] * spec.ndim
+    dims[axis] = n
+    position = position * np.int32(n) + lax.broadcasted_iota(
+        np.int32, dims, axis)
+  return position
+
+
+def _compact_selection(x: jax.Array, spec: WindowSpec,
+                       op: str) -> tuple[jax.Array, jax.Array]:
+  """The max/min of each window and the flat plane position PyTorch picks.
+
+  One variadic ``reduce_window`` over ``(value, position)`` pairs. Its
+  combiner keeps the better pair by PyTorch's rule, a total order, so it is
+  associative and commutative: any NaN beats any number, the later of two
+  NaNs wins, the larger (max) or smaller (min) number wins, and of equal
+  numbers the earlier position, which is the earlier tap in row-major window
+  order. The padding, ``(identity, _NOWHERE)``, loses every tie, so an
+  all-``-inf`` window picks its first element inside the input; a window
+  wholly in the padding gets ``_NOWHERE``. The values are in
+  ``_compute_dtype(x.dtype)``.
+  """
+  v = x.astype(_compute_dtype(x.dtype))
+  position = jnp.broadcast_to(_plane_positions(spec), v.shape)
+  better = lax.gt if op == "max" else lax.lt
+  inexact = jnp.issubdtype(v.dtype, jnp.inexact)
+
+  def combine(a, b):
+    (va, ia), (vb, ib) = a, b
+    take = better(vb, va) | (lax.eq(vb, va) & lax.lt(ib, ia))
+    if inexact:
+      a_nan, b_nan = lax.ne(va, va), lax.ne(vb, vb)
+      take = lax.select(a_nan, b_nan & lax.gt(ib, ia), take | b_nan)
+    return lax.select(take, vb, va), lax.select(take, ib, ia)
+
+  return lax.reduce_window(
+      (v, position), (identity(v.dtype, op), _NOWHERE), combine,
+      spec.full(spec.window, 1), spec.full(spec.strides, 1),
+      spec.full(spec.total_padding, (0, 0)),
+      window_dilation=spec.full(spec.dilation, 1))
+
+
+def _position_to_tap(position: jax.Array, spec: WindowSpec) -> jax.Array:
+  """The row-major window tap of each chosen plane position (0 for
+  ``_NOWHERE``, as :meth:`WindowSpec.first_valid_tap`)."""
+  tap = jnp.zeros((1,) * spec.ndim, np.int32)
+  stride = math.prod(spec.in_shape)
+  for axis, n, k, s, d, (lo, _), o in zip(
+      spec.spatial_axes, spec.in_shape, spec.window, spec.strides,
+      spec.dilation, spec.padding, spec.out_shape):
+    stride //= n
+    coordinate = lax.rem(lax.div(position, np.int32(stride)), np.int32(n))
+    dims = [1] * spec.ndim
+    dims[axis] = o
+    start = lax.broadcasted_iota(np.int32, dims, axis) * np.int32(s) - (
+        np.int32(lo))
+    tap = tap * np.int32(k) + lax.div(coordinate - start, np.int32(d))
+  return jnp.where(position == _NOWHERE, np.int32(0), tap)
+
+
+def _gather_positions(t: jax.Array, spec: WindowSpec,
+                      position: jax.Array) -> jax.Array:
+  """``t`` at each chosen plane position, zero for ``_NOWHERE``.
+
+  Planes are flattened to ``(P, plane, Q)`` (the spatial dims are adjacent
+  in both layouts) and the lookup mapped over ``P`` and ``Q``, so they are
+  the gather's (and its transpose's scatter-add's) batching dims.
+  """
+  first, last = spec.spatial_axes[0], spec.spatial_axes[-1]
+  lead, trail = t.shape[:first], t.shape[last + 1:]
+  view = (math.prod(lead), math.prod(spec.in_shape), math.prod(trail))
+  out_view = (view[0], math.prod(spec.out_shape), view[2])
+  valid = position != _NOWHERE
+  index = jnp.where(valid, position, np.int32(0)).reshape(out_view)
+  take = lambda t, i: t.at[i].get(mode="promise_in_bounds",
+                                  wrap_negative_indices=False)
+  per_plane = jax.vmap(jax.vmap(take, in_axes=1, out_axes=1))
+  gathered = per_plane(t.reshape(view), index).reshape(position.shape)
+  return jnp.where(valid, gathered, jnp.zeros((), t.dtype))
 
 
 # ---------------------------------------------------------------------------
@@ -640,6 +773,10 @@ def _extremum_jvp(spec, op, lowering, primals, tangents):
     y, t_out = _extremum_jvp(spec, op, lowering, (x.astype(compute),),
                              (t.astype(compute),))
     return y.astype(x.dtype), t_out.astype(t.dtype)
+  if lowering is Lowering.COMPACT or (
+      lowering is not Lowering.RESHAPE and compact(spec)):
+    y, position = _compact_selection(x, spec, op)
+    return y, _gather_positions(t, spec, position)
   if lowering is Lowering.PLAIN or (lowering is Lowering.SEPARABLE and
                                     spec.window_size > MAX_TAPS_1D):
     y, index = _reference_selection(x, spec, op)
@@ -659,6 +796,46 @@ def _extremum_jvp(spec, op, lowering, primals, tangents):
 # Entry points.
 
 
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def wide_derivative(x: jax.Array, fn) -> jax.Array:
+  """``fn(x)``, differentiated in float32 when ``x`` is half precision.
+
+  ``fn`` is a max or min made of several steps (separable stages, a plain
+  ``reduce_window`` with JAX's own derivative, adaptive stages): each step's
+  derivative would round its sums of overlapping windows' cotangents to
+  half precision, and the next step would sum and round again. Its
+  derivative is taken from ``fn`` of ``x`` in float32 instead, so every sum
+  is float32 and the gradient is rounded once, at the end; the value is
+  exact either way (it is one of the inputs), so ``fn`` runs on ``x``
+  itself when not differentiated.
+  """
+  return fn(x)
+
+
+@wide_derivative.defjvp
+def _wide_derivative_jvp(fn, primals, tangents):
+  (x,), (t,) = primals, tangents
+  wide = _compute_dtype(x.dtype)
+  y, t_out = jax.jvp(fn, (x.astype(wide),), (t.astype(wide),))
+  return y.astype(x.dtype), t_out.astype(t.dtype)
+
+
+def _separable(x: jax.Array, spec: WindowSpec, op: str) -> jax.Array:
+  for stage in stages(spec):
+    if op == "sum" or not jnp.issubdtype(x.dtype, jnp.inexact):
+      x = _forward(x, stage, op, Lowering.PLAIN)
+    else:
+      x = _extremum(x, stage, op, Lowering.SEPARABLE)
+  return x
+
+
+def _widened(fn, x: jax.Array, op: str) -> jax.Array:
+  """``fn(x)``, through :func:`wide_derivative` for half-precision max/min."""
+  if op != "sum" and _compute_dtype(x.dtype) != x.dtype:
+    return wide_derivative(x, fn)
+  return fn(x)
+
+
 def window_reduce(x: jax.Array, spec: WindowSpec, op: str) -> jax.Array:
   """The windowed ``op`` ("sum", "max" or "min") of ``x`` over ``spec``.
 
@@ -669,20 +846,17 @@ def window_reduce(x: jax.Array, spec: WindowSpec, op: str) -> jax.Array:
     # Each stage's values come from a 1-D reduce_window: as strided slices,
     # XLA fuses one stage into the next and recomputes it per tap (9x
     # slower at 13x13); its selection, if differentiated, from slices.
-    for stage in stages(spec):
-      if op == "sum" or not jnp.issubdtype(x.dtype, jnp.inexact):
-        x = _forward(x, stage, op, Lowering.PLAIN)
-      else:
-        x = _extremum(x, stage, op, Lowering.SEPARABLE)
-    return x
+    return _widened(functools.partial(_separable, spec=spec, op=op), x, op)
   if op == "sum" or not jnp.issubdtype(x.dtype, jnp.inexact):
     # Sums are linear, so JAX's own derivative is the sum's transpose (pads
     # of the cotangent, fused), and integers and bools have no tangent.
     return _forward(x, spec, op, lowering)
   if (lowering is Lowering.PLAIN and _plain_forced()
       and all(d == 1 for d in spec.dilation)):
-    # The forced plain path is flax's: JAX's own select-and-scatter VJP.
-    return _forward(x, spec, op, lowering)
+    # The forced plain path is flax's: JAX's own select-and-scatter VJP
+    # (in float32 for half precision, as every other lowering's).
+    return _widened(functools.partial(_forward, spec=spec, op=op,
+                                      lowering=lowering), x, op)
   # JAX has no VJP for dilated max/min reduce_window (NotImplementedError),
   # and its NaN choice is not PyTorch's: a plain lowering chosen for a wide
   # window keeps reduce_window for the value and takes our rule.
