@@ -2,6 +2,7 @@
 
 from jaxpool._adaptive import adaptive_avg_pool
 from jaxpool._adaptive import adaptive_max_pool
+from jaxpool._adaptive import adaptive_max_pool_with_indices
 from jaxpool._adaptive import global_avg_pool
 from jaxpool._adaptive import global_max_pool
 from jaxpool._indices import max_pool_with_indices
@@ -22,6 +23,7 @@ __version__ = "0.1.0"
 __all__ = (
     "adaptive_avg_pool",
     "adaptive_max_pool",
+    "adaptive_max_pool_with_indices",
     "avg_pool",
     "force_plain_lowering",
     "global_avg_pool",
