@@ -179,3 +179,10 @@ class SPPF(Layer):
   repeats: int = 3
   _: dataclasses.KW_ONLY
   channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class AdaptiveMaxPoolWithIndices(AdaptiveAvgPool):
+  """The arguments of :func:`jaxpool.adaptive_max_pool_with_indices`."""
+
+  function = staticmethod(jaxpool.adaptive_max_pool_with_indices)

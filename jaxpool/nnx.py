@@ -133,3 +133,16 @@ class SPPF(_layers.SPPF, _Pool):
   References:
     Jocher et al., YOLOv5 (2020), ``models/common.py: SPPF``.
   """
+
+
+class AdaptiveMaxPoolWithIndices(_layers.AdaptiveMaxPoolWithIndices, _Pool):
+  """:func:`jaxpool.adaptive_max_pool_with_indices` as an NNX module.
+
+  It returns ``(values, indices)``, the indices ready for
+  :func:`jaxpool.max_unpool`.
+
+  Example:
+    >>> y, i = AdaptiveMaxPoolWithIndices((7, 7))(jnp.ones((8, 13, 13, 64)))
+    >>> i.shape
+    (8, 7, 7, 64)
+  """
