@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Union
 
@@ -118,7 +119,9 @@ def spatial_pyramid_pool(x: ArrayLike, levels: Sequence[LevelLike] = (1, 2, 4),
       level_bins = [_sppnet_bins(a, n, dim)
                     for dim, (a, n) in enumerate(zip(in_sizes, grid))]
     pooled = bin_pool(x, level_bins, method, channels_first)
-    pieces.append(pooled.reshape(pooled.shape[:-(rank + 1)] + (-1,)))
+    # The flat size spelled out: -1 cannot be inferred for an empty batch.
+    flat = math.prod(pooled.shape[-(rank + 1):])
+    pieces.append(pooled.reshape(pooled.shape[:-(rank + 1)] + (flat,)))
   return jnp.concatenate(pieces, axis=-1)
 
 
