@@ -3,6 +3,7 @@
 from jaxpool import invariance
 from jaxpool._adaptive import adaptive_avg_pool
 from jaxpool._adaptive import adaptive_max_pool
+from jaxpool._adaptive import adaptive_max_pool_with_indices
 from jaxpool._adaptive import global_avg_pool
 from jaxpool._adaptive import global_max_pool
 from jaxpool._blur import blur_pool
@@ -36,6 +37,7 @@ def __getattr__(name: str):
 __all__ = (
     "adaptive_avg_pool",
     "adaptive_max_pool",
+    "adaptive_max_pool_with_indices",
     "aps_pool",
     "avg_pool",
     "blur_pool",

@@ -39,8 +39,8 @@ from jaxpool import _lowering
 from jaxpool import _plan_table
 from jaxpool._pooling import accumulation_dtype
 from jaxpool._sharding import partitioned
-from jaxpool._spec import (WindowSpec, int_rank, int_tuple, is_symbolic,
-                           layout_axes, window_spec)
+from jaxpool._spec import (WindowSpec, check_plane, int_rank, int_tuple,
+                           is_symbolic, layout_axes, window_spec)
 from jaxpool._typing import OutputSizeLike
 
 _INDEX = np.int32
@@ -61,9 +61,18 @@ class Bins:
 
   @classmethod
   def adaptive(cls, n: int, o: int) -> Bins:
-    """PyTorch's adaptive bins of ``n`` elements into ``o`` bins."""
-    return cls(n, tuple(i * n // o for i in range(o)),
-               tuple(-(-(i + 1) * n // o) for i in range(o)))
+    """PyTorch's adaptive bins of ``n`` elements into ``o`` bins.
+
+    ``o`` and ``n`` are at most ``MAX_SIZE``, checked by the caller, so the
+    products fit in int64.
+    """
+    if is_symbolic(n):
+      # Edges as dimension expressions (jax.export).
+      return cls(n, tuple(i * n // o for i in range(o)),
+                 tuple(-(-(i + 1) * n // o) for i in range(o)))
+    i = np.arange(o, dtype=np.int64)
+    return cls(n, tuple((i * n // o).tolist()),
+               tuple((-(-(i + 1) * n // o)).tolist()))
 
   @classmethod
   def strided(cls, n: int, window: int, stride: int, count: int) -> Bins:
@@ -408,8 +417,11 @@ def _bin_max_jvp(plan, primals, tangents):
   # The forward reduces all regular dims in one windowed op and the others
   # by running maxima; derivatives go dim by dim over gathered tables of the
   # bins, so that each picks its element without unrolling the window.
-  return jax.jvp(functools.partial(_max_staged, plan=plan), primals,
-                 tangents)
+  # Half precision is differentiated in float32 (wide_derivative's reason):
+  # stages of overlapping bins would each round their sums.
+  staged = functools.partial(_max_staged, plan=plan)
+  return jax.jvp(functools.partial(_lowering.wide_derivative, fn=staged),
+                 primals, tangents)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
@@ -517,6 +529,48 @@ def bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
   axes, _ = layout_axes(x.shape, len(bins), channels_first)
   counts = _along(counts.astype(acc), axes[0], x.ndim)
   return (total / counts).astype(out)
+
+
+def _bin_argmax(x: jax.Array, bins: Sequence[Bins],
+                channels_first: bool) -> jax.Array:
+  """The flat plane index of PyTorch's element of every bin, int32.
+
+  PyTorch's rule over a bin's elements in row-major order: the last NaN if
+  any, else the first maximum. The bins of every dim are gathered side by
+  side, ``(..., o_1, L_1, ..., o_n, L_n, ...)``, with the flat position of
+  each element beside them (short bins padded with ``-inf`` at a position
+  past every real one); then the chosen position is a minimum (first
+  maximum) and a maximum (last NaN) over the ``L`` axes: reductions, no
+  loop over the bins or their elements. A position order is row-major
+  window order, as each bin is a box.
+  """
+  axes, _ = layout_axes(x.shape, len(bins), channels_first)
+  fill = _lowering.identity(x.dtype, "max")
+  nowhere = _INDEX(np.iinfo(_INDEX).max)
+  xg = x
+  for axis, b in reversed(tuple(zip(axes, bins))):
+    xg = _gather(xg, axis, b, fill)
+  # Spatial axis i now sits at axes[i] + i, its bin's elements after it.
+  window_axes = tuple(a + i + 1 for i, a in enumerate(axes))
+  # Small per-dim tables, broadcast: one table of the whole gathered shape
+  # would be a constant as large as the gathered input.
+  position = jnp.zeros((1,) * xg.ndim, _INDEX)
+  outside = jnp.zeros((1,) * xg.ndim, bool)
+  for i, (a, b) in enumerate(zip(axes, bins)):
+    dims = [1] * xg.ndim
+    dims[a + i], dims[a + i + 1] = b.table.shape
+    table = jnp.asarray(b.table.reshape(dims))
+    position = position * _INDEX(b.size) + table
+    outside = outside | (table >= b.size)
+  position = jnp.where(outside, nowhere, position)
+  best = _lowering.reduce_extremum(xg, window_axes, "max", keepdims=True,
+                                   fold_up_to=0)
+  index = jnp.min(jnp.where(xg == best, position, nowhere), axis=window_axes)
+  if jnp.issubdtype(x.dtype, jnp.inexact):
+    last_nan = jnp.max(jnp.where(xg != xg, position, _INDEX(-1)),
+                       axis=window_axes)
+    index = jnp.where(last_nan >= 0, last_nan, index)
+  return index
 
 
 # ---------------------------------------------------------------------------
@@ -659,9 +713,11 @@ def _adaptive_bins(x: jax.Array, output_size: OutputSizeLike,
   else:
     entries = (output_size,) * spatial_rank(x.shape, (), "output_size")
   in_sizes = spatial_sizes(x, len(entries), channels_first)
-  return [None if o is None and is_symbolic(n) else Bins.adaptive(
-      n, n if o is None else int_tuple(o, 1, "output_size")[0])
-          for n, o in zip(in_sizes, entries)]
+  out_sizes = [n if o is None else int_tuple(o, 1, "output_size")[0]
+               for n, o in zip(in_sizes, entries)]
+  check_plane(out_sizes, "output_size", "the output's spatial plane")
+  return [None if o is None and is_symbolic(n) else Bins.adaptive(n, size)
+          for n, o, size in zip(in_sizes, entries, out_sizes)]
 
 
 def _global_bins(x: jax.Array, spatial_dims: int | None,
@@ -796,6 +852,65 @@ def adaptive_max_pool(x: ArrayLike, output_size: OutputSizeLike, *,
   x = jnp.asarray(x)
   return bin_pool(x, _adaptive_bins(x, output_size, channels_first), "max",
                   channels_first)
+
+
+@partitioned
+@_documented
+def adaptive_max_pool_with_indices(
+    x: ArrayLike, output_size: OutputSizeLike, *,
+    channels_first: bool = False) -> tuple[jax.Array, jax.Array]:
+  """Adaptive max pooling that also returns where each maximum is.
+
+  The values are :func:`adaptive_max_pool`'s (and so are their gradients).
+  Each index is the flat, row-major position of the chosen element in its
+  channel's spatial plane of the input, as PyTorch's
+  ``adaptive_max_pool{1,2,3}d(..., return_indices=True)`` and
+  :func:`max_pool_with_indices`: the first maximum of the bin in row-major
+  order, or its last NaN if it holds any. The indices feed
+  :func:`max_unpool` with the input's spatial shape.
+
+  {bins}
+
+  {rank}
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> x = jnp.arange(25.0).reshape(1, 5, 5, 1)
+    >>> y, i = jaxpool.adaptive_max_pool_with_indices(x, (2, 2))
+    >>> i[0, :, :, 0].tolist()
+    [[12, 14], [22, 24]]
+
+  Args:
+    x: the input, float, integer or bool.
+    output_size: an int for every spatial dim, or one entry per spatial dim,
+      ``None`` keeping that dim's size.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    ``(values, indices)``: the maxima, of ``x``'s dtype, and their int32
+    flat indices (not differentiable), both of the output's shape.
+
+  Raises:
+    ValueError: for an empty, zero, negative or too large ``output_size``,
+      an empty spatial dim, a spatial plane of more than ``2**31 - 1``
+      elements, ``x`` with too few dims, or symbolic spatial sizes
+      (``jax.export``: the indices are gathered from tables of the bins;
+      ``adaptive_max_pool`` and ``max_pool_with_indices`` export with
+      symbolic sizes).
+  """
+  x = jnp.asarray(x)
+  bins = _adaptive_bins(x, output_size, channels_first)
+  for dim, b in enumerate(bins):
+    if b is None or is_symbolic(b.size):
+      raise ValueError(
+          f"adaptive_max_pool_with_indices needs a concrete size of spatial "
+          f"dim {dim} (x), got a symbolic one: export with concrete spatial "
+          f"sizes, or use adaptive_max_pool.")
+  check_plane([b.size for b in bins], "x", "the input's spatial plane")
+  values = bin_pool(x, bins, "max", channels_first)
+  index = _bin_argmax(lax.stop_gradient(x), bins, channels_first)
+  return values, index
 
 
 @partitioned

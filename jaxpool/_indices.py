@@ -6,6 +6,7 @@ import functools
 import math
 import operator
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -16,8 +17,8 @@ from jax.typing import ArrayLike
 from jaxpool import _lowering
 from jaxpool._pooling import documented
 from jaxpool._sharding import partitioned
-from jaxpool._spec import (WindowSpec, int_tuple, is_symbolic, layout_axes,
-                           window_spec)
+from jaxpool._spec import (WindowSpec, check_plane, int_tuple, is_symbolic,
+                           layout_axes, window_spec, window_tuple)
 from jaxpool._typing import IntOrSequence, PaddingLike, Shape
 
 _INDEX = np.int32
@@ -42,10 +43,13 @@ def _flat_index(tap: jax.Array, spec: WindowSpec) -> jax.Array:
   for n, k, s, d, (lo, _), o, step in zip(
       spec.in_shape, spec.window, spec.strides, spec.dilation, spec.padding,
       spec.out_shape, plane):
-    start = np.arange(o) * s - lo
+    start = np.arange(o, dtype=np.int64) * s - lo
     base = np.add.outer(base, start * step)
-    taps = start[:, None] + np.arange(k) * d
-    inside = np.multiply.outer(inside, ((taps >= 0) & (taps < n)).any(1))
+    # Some tap j in [0, k) reads start + j * d in [0, n): the first that
+    # reaches 0 is not past the last below n.
+    first = np.maximum(-(start // d), 0)
+    last = np.minimum((n - 1 - start) // d, k - 1)
+    inside = np.multiply.outer(inside, first <= last)
   index = jnp.broadcast_to(
       base.reshape(spec.full(base.shape, 1)).astype(_INDEX), tap.shape)
   for k, d, step, w in zip(spec.window, spec.dilation, plane, window):
@@ -125,6 +129,7 @@ def max_pool_with_indices(
   spec = window_spec(x.shape, window_shape, strides, padding,
                      dilation=dilation, ceil_mode=ceil_mode,
                      channels_first=channels_first)
+  check_plane(spec.in_shape, "x", "the input's spatial plane")
   values = _lowering.window_reduce(x, spec, "max")
   _, tap = _lowering.selected_tap(lax.stop_gradient(x), spec, "max")
   tap = jnp.broadcast_to(tap.astype(_INDEX), values.shape)
@@ -193,38 +198,115 @@ def _check_indices(x: jax.Array, indices: jax.Array, size: int) -> None:
         f"plane), got values from {low} to {high}.")
 
 
+def _torch_unpool_shape(x_shape: Sequence[int], window_shape: Any,
+                        strides: Any, padding: Any, output_size: Any,
+                        channels_first: bool) -> tuple[int, ...]:
+  """PyTorch's ``_unpool_output_size``: the output's spatial shape.
+
+  The default is ``(in - 1) * stride - 2 * padding + window`` per dim; a
+  given ``output_size`` (spatial sizes, or a full shape in ``x``'s layout)
+  must lie strictly within one stride of it. The errors are PyTorch's.
+  """
+  window = window_tuple(window_shape)
+  n = len(window)
+  strides = window if strides is None else int_tuple(strides, n, "strides")
+  if isinstance(padding, Sequence) and any(
+      isinstance(p, Sequence) for p in padding):
+    raise TypeError(
+        f"padding must be an int or one int per spatial dim (PyTorch's "
+        f"symmetric padding), got {padding!r}.")
+  padding = int_tuple(padding, n, "padding", minimum=0)
+  axes, _ = layout_axes(x_shape, n, channels_first)
+  default = [(x_shape[a] - 1) * s + k - 2 * p
+             for a, k, s, p in zip(axes, window, strides, padding)]
+  if output_size is None:
+    sizes = default
+  else:
+    if not isinstance(output_size, Sequence) or isinstance(output_size, str):
+      raise TypeError(
+          f"output_size must be a sequence of ints, got {output_size!r}.")
+    if len(output_size) == len(x_shape) and len(x_shape) != n:
+      # A full output shape in x's layout: its spatial sizes.
+      output_size = type(output_size)(output_size[a] for a in axes) if (
+          isinstance(output_size, (tuple, list))) else tuple(
+              output_size[a] for a in axes)
+    if len(output_size) != n:
+      raise ValueError(
+          "output_size should be a sequence containing "
+          f"{n} or {len(x_shape)} elements, but it has a length of "
+          f"'{len(output_size)}'")
+    for d in range(n):
+      min_size = default[d] - strides[d]
+      max_size = default[d] + strides[d]
+      if not min_size < output_size[d] < max_size:
+        raise ValueError(
+            f'invalid output_size "{output_size}" (dim {d} must be between '
+            f"{min_size} and {max_size})")
+    sizes = list(output_size)
+  for d, size in enumerate(sizes):
+    if size < 0:
+      raise ValueError(
+          "max_unpooling: output_size must contain non-negative spatial "
+          f"dimensions, but got output_size[{d}]={size}")
+  return int_tuple(sizes, n, "output_size")
+
+
 @partitioned(arrays=2)
-def max_unpool(x: ArrayLike, indices: ArrayLike, spatial_shape: Shape, *,
+def max_unpool(x: ArrayLike, indices: ArrayLike,
+               spatial_shape: Shape | None = None, *,
+               window_shape: Shape | None = None,
+               strides: IntOrSequence | None = None,
+               padding: IntOrSequence = 0,
+               output_size: Sequence[int] | None = None,
                channels_first: bool = False) -> jax.Array:
   """Max unpooling: puts each value at its index, zeros elsewhere.
 
-  The inverse of :func:`max_pool_with_indices`, as PyTorch's
+  The inverse of :func:`max_pool_with_indices` (and of
+  :func:`adaptive_max_pool_with_indices`), as PyTorch's
   ``max_unpool{1,2,3}d``: ``indices`` are flat positions in each channel's
-  output plane of ``spatial_shape``. Where indices collide the value latest
-  in the input plane wins (PyTorch's CPU result). The gradient with respect
-  to ``x`` is the output's cotangent at each index, as PyTorch's (so
-  colliding values all get it); ``indices`` have none. Under ``jit``,
-  out-of-range indices are dropped; outside it they raise.
+  output plane. Where indices collide the value latest in the input plane
+  wins (PyTorch's CPU result). The gradient with respect to ``x`` is the
+  output's cotangent at each index, as PyTorch's (so colliding values all
+  get it); ``indices`` have none. Under ``jit``, out-of-range indices are
+  dropped; outside it they raise.
+
+  The output's spatial shape is either given, ``spatial_shape``, or
+  computed as PyTorch's ``max_unpool{1,2,3}d(x, indices, kernel_size,
+  stride=None, padding=0, output_size=None)`` does from ``window_shape``
+  (its ``kernel_size``), ``strides`` (default: the window) and ``padding``:
+  ``(in - 1) * stride - 2 * padding + window`` per dim, or ``output_size``
+  if given, which must lie strictly between that size minus and plus the
+  stride (PyTorch's rule and error messages).
 
   Shapes: ``x`` and ``indices`` are ``(*batch, *spatial, C)``, or
   ``(*batch, C, *spatial)`` with ``channels_first=True``, where the number
-  of spatial dims is ``len(spatial_shape)``; any number of batch dims. The
-  output is ``(*batch, *spatial_shape, C)`` (or ``(*batch, C,
-  *spatial_shape)``). ``spatial_shape`` may hold symbolic sizes
+  of spatial dims is ``len(spatial_shape)`` (or ``len(window_shape)``); any
+  number of batch dims. The output is ``(*batch, *out_spatial, C)`` (or
+  ``(*batch, C, *out_spatial)``). ``spatial_shape`` may hold symbolic sizes
   (``jax.export``), e.g. those of the pooled input's shape.
 
   Example:
     >>> import jax.numpy as jnp
     >>> import jaxpool
-    >>> x = jnp.array([1.0, 5.0, 2.0, 8.0, 7.0, 0.0]).reshape(1, 6, 1)
-    >>> y, i = jaxpool.max_pool_with_indices(x, (2,))
-    >>> jaxpool.max_unpool(y, i, (6,)).ravel().tolist()
-    [0.0, 5.0, 0.0, 8.0, 7.0, 0.0]
+    >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
+    >>> y, i = jaxpool.max_pool_with_indices(x, (2, 2))
+    >>> jaxpool.max_unpool(y, i, x.shape[1:3]).shape
+    (1, 4, 4, 1)
+    >>> jaxpool.max_unpool(y, i, window_shape=(2, 2), output_size=(5, 5)).shape
+    (1, 5, 5, 1)
 
   Args:
     x: the values.
     indices: integer flat indices, of ``x``'s shape.
-    spatial_shape: the output's spatial sizes.
+    spatial_shape: the output's spatial sizes; or leave it out and give
+      ``window_shape``.
+    window_shape: PyTorch's ``kernel_size``: the pooling window whose
+      indices these are, one size per spatial dim.
+    strides: PyTorch's ``stride``: an int or one per dim; default the window.
+    padding: PyTorch's ``padding``: an int or one per dim.
+    output_size: PyTorch's ``output_size``: the spatial sizes, or a full
+      shape in ``x``'s layout; default ``(in - 1) * stride - 2 * padding +
+      window``.
     channels_first: the layout is ``(*batch, C, *spatial)``.
 
   Returns:
@@ -232,24 +314,44 @@ def max_unpool(x: ArrayLike, indices: ArrayLike, spatial_shape: Shape, *,
 
   Raises:
     ValueError: for ``indices`` not integers or not of ``x``'s shape, or
-      out of range (outside ``jit``), an empty or non-positive
-      ``spatial_shape``, or ``x`` with too few dims.
+      out of range (outside ``jit``), an empty, non-positive or too large
+      output shape (a plane of more than ``2**31 - 1`` elements), both
+      ``spatial_shape`` and ``window_shape`` (or neither), an
+      ``output_size`` outside PyTorch's rule, or ``x`` with too few dims.
+    TypeError: for arguments of the wrong type.
   """
   x = jnp.asarray(x)
   indices = jnp.asarray(indices)
-  if not isinstance(spatial_shape, Sequence) or isinstance(
-      spatial_shape, str):
-    raise TypeError(
-        f"spatial_shape must be a sequence of ints, got {spatial_shape!r}.")
-  if not spatial_shape:
-    raise ValueError("spatial_shape must not be empty.")
-  # Symbolic sizes (jax.export: an input's symbolic shape) stay as they are.
-  spatial_shape = tuple(
-      v if is_symbolic(v) else int_tuple(v, 1, "spatial_shape")[0]
-      for v in spatial_shape)
+  torch_form = (window_shape is not None or strides is not None or
+                output_size is not None or
+                not (isinstance(padding, int) and padding == 0))
+  if spatial_shape is not None and torch_form:
+    raise ValueError(
+        "max_unpool takes either spatial_shape or PyTorch's window_shape, "
+        "strides, padding and output_size, not both.")
+  if spatial_shape is None:
+    if window_shape is None:
+      raise ValueError(
+          "max_unpool needs spatial_shape, or window_shape (PyTorch's "
+          "kernel_size) to compute it from.")
+    spatial_shape = _torch_unpool_shape(x.shape, window_shape, strides,
+                                        padding, output_size, channels_first)
+    name = "output_size"
+  else:
+    if not isinstance(spatial_shape, Sequence) or isinstance(
+        spatial_shape, str):
+      raise TypeError(
+          f"spatial_shape must be a sequence of ints, got {spatial_shape!r}.")
+    if not spatial_shape:
+      raise ValueError("spatial_shape must not be empty.")
+    # Symbolic sizes (jax.export: an input's symbolic shape) stay as they are.
+    spatial_shape = tuple(
+        v if is_symbolic(v) else int_tuple(v, 1, "spatial_shape")[0]
+        for v in spatial_shape)
+    name = "spatial_shape"
   axes, channel_axis = layout_axes(x.shape, len(spatial_shape),
                                    channels_first)
-  size = math.prod(spatial_shape)
+  size = check_plane(spatial_shape, name, "the output's spatial plane")
   _check_indices(x, indices, size)
   batch = x.shape[:min(axes[0], channel_axis)]
   plane = math.prod(x.shape[a] for a in axes)

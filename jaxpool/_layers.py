@@ -234,6 +234,10 @@ class Flatten(Layer):
   order: str = "chw"
   _: dataclasses.KW_ONLY
   spatial_dims: int | None = None
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
 class BlurPool(Layer):
   """The arguments of :func:`jaxpool.blur_pool`."""
 
@@ -269,3 +273,10 @@ class ApsPool(Layer):
   norm_ord: float = 2
   filter_size: IntOrSequence = 1
   channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class AdaptiveMaxPoolWithIndices(AdaptiveAvgPool):
+  """The arguments of :func:`jaxpool.adaptive_max_pool_with_indices`."""
+
+  function = staticmethod(jaxpool.adaptive_max_pool_with_indices)

@@ -13,6 +13,13 @@ Four lowerings compute the same windowed sum, max or min:
 * ``SEPARABLE``: windows with many taps in several dims are reduced one
   spatial dim at a time (box windows are separable for sum, max and min),
   each stage lowered as above.
+* ``COMPACT``: max and min of wide windows whose selection, unrolled tap by
+  tap, would be slow to compile: the value is one ``lax.reduce_window``;
+  the selection (for the derivative and for indices) one variadic
+  ``lax.reduce_window`` over ``(value, flat position)`` pairs whose
+  combiner is PyTorch's rule; the tangent is gathered at the chosen
+  position (reverse mode: a scatter-add). Its HLO does not grow with the
+  window.
 
 The derivative of max and min (which element of each window takes the
 gradient) is lowered on its own: ``TAPS`` (taps of a padded copy of the
@@ -27,6 +34,11 @@ with the ``TAPS`` derivative). Every public op goes through
 one its own plan. The shipped CPU table, with the measurements behind each
 rule, is ``jaxpool/_plans/cpu.json``. Every plan any table can pick
 (:func:`valid_plans`) is tested equal to the plain path.
+
+Indices (:func:`selected_tap`) and derivatives whose selection, unrolled,
+would have more than ``MAX_UNROLLED`` (256) tap slices take ``COMPACT``'s
+selection whatever the lowering of the value: 512 taps of an 8x8x8
+window took 201 s to compile in bfloat16 on a loaded 2-core CPU, 1.4 s so.
 
 Max and min carry a custom JVP on every lowering except a forced plain one
 without dilation (where JAX has none, the forced path takes it too). It
@@ -64,6 +76,7 @@ import contextlib
 import dataclasses
 import enum
 import functools
+import math
 import os
 import threading
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -93,6 +106,7 @@ class Lowering(enum.Enum):
   SLICES = "slices"
   SEPARABLE = "separable"
   TAPS = "taps"
+  COMPACT = "compact"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,6 +124,11 @@ class Plan:
 # Past this many taps an unrolled slice per tap is too long to compile well:
 # SLICES is not valid beyond it, and NaN-checked folds become reductions.
 MAX_TAPS_1D = 64
+# A selection unrolled over more tap slices than this (taps times the border
+# regions of _regions) takes COMPACT's, whatever the table: XLA's compile
+# time grows with the slices, superlinearly in half precision (an 8x8x8
+# window's 512 taps: 60 s), while COMPACT's HLO does not grow with the window.
+MAX_UNROLLED = 256
 
 _COMBINE = {"sum": lax.add, "max": lax.max, "min": lax.min}
 
@@ -181,6 +200,9 @@ def valid_derivative(lowering: Lowering, spec: WindowSpec) -> bool:
     return spec.window_size <= MAX_TAPS_1D
   if lowering is Lowering.RESHAPE:
     return _non_overlapping(spec)
+  if lowering is Lowering.COMPACT:
+    # Positions in the plane need its concrete size.
+    return not spec.symbolic
   return False
 
 
@@ -191,14 +213,15 @@ def valid_forward(lowering: Lowering, spec: WindowSpec) -> bool:
   if lowering is Lowering.SEPARABLE:
     return sum(k > 1 for k in spec.window) > 1
   # Slices and blocks are valid where their selections are.
-  return lowering is not Lowering.TAPS and valid_derivative(lowering, spec)
+  return lowering in (Lowering.SLICES, Lowering.RESHAPE) and valid_derivative(
+      lowering, spec)
 
 
 def valid_plans(spec: WindowSpec) -> list[Plan]:
   """Every plan a table may pick for ``spec``: tested equal to plain."""
   return [Plan(f, d) for f in Lowering for d in Lowering
           if f is not Lowering.TAPS and valid_forward(f, spec)
-          and d in (Lowering.TAPS, Lowering.SLICES, Lowering.RESHAPE)
+          and d is not Lowering.PLAIN and d is not Lowering.SEPARABLE
           and (valid_derivative(d, spec) or f is Lowering.SEPARABLE)]
 
 
@@ -253,7 +276,7 @@ def plan(spec: WindowSpec, op: str = "max", platform: str | None = None,
     if valid_forward(chosen.forward, spec) and (
         op == "sum" or valid_derivative(chosen.derivative, spec) or
         chosen.forward is Lowering.SEPARABLE):
-      return chosen
+      return Plan(chosen.forward, bounded(chosen.derivative, spec, op))
     _plan_table.warn_once(
         f"{rule.origin}/{_plan_table.class_key(cls)}",
         f"jaxpool: {rule.origin} picks {rule.forward}/{rule.derivative} for "
@@ -345,6 +368,27 @@ def per_platform(choose: Callable[[str | None], Hashable],
   return lax.platform_dependent(
       *args, default=built[default],
       **{p: built[c] for p, c in choices.items()})
+
+
+def compact(spec: WindowSpec) -> bool:
+  """Whether a selection over ``spec``'s taps, unrolled, would be large.
+
+  It counts the strided slices of :func:`_slices_selection` (every tap of
+  every border region); past :data:`MAX_UNROLLED` the selection is
+  ``COMPACT``, whose HLO does not grow with the window.
+  """
+  regions = math.prod(len(r) for r in _regions(spec))
+  return spec.window_size * regions > MAX_UNROLLED
+
+
+def bounded(derivative: Lowering, spec: WindowSpec, op: str) -> Lowering:
+  """``derivative``, or ``COMPACT`` where it would unroll a selection of
+  more than :data:`MAX_UNROLLED` tap slices (compile time), whatever the
+  table says."""
+  if (op != "sum" and derivative in (Lowering.TAPS, Lowering.SLICES)
+      and valid_derivative(Lowering.COMPACT, spec) and compact(spec)):
+    return Lowering.COMPACT
+  return derivative
 
 
 def stages(spec: WindowSpec) -> list[WindowSpec]:
@@ -616,7 +660,7 @@ def _exact_blocks(spec: WindowSpec) -> bool:
 def _forward(x: jax.Array, spec: WindowSpec, op: str,
              lowering: Lowering) -> jax.Array:
   """The windowed ``op`` of ``x`` (already in its accumulation dtype)."""
-  if lowering is Lowering.PLAIN:
+  if lowering in (Lowering.PLAIN, Lowering.COMPACT):
     return _reduce_window(x, spec, op)
   if lowering is Lowering.RESHAPE or (op != "sum" and _exact_blocks(spec)):
     # Windows on axes of their own: a sum is one reduction; a max/min folds
@@ -829,6 +873,11 @@ def _block_tap_iota(ndim: int, shape: Sequence[int],
 def _selection(x: jax.Array, spec: WindowSpec, op: str,
                derivative: Lowering) -> tuple[jax.Array, jax.Array]:
   """The selection by ``derivative``, or over taps where it is not valid."""
+  if not valid_derivative(derivative, spec):
+    derivative = Lowering.TAPS
+  if bounded(derivative, spec, op) is Lowering.COMPACT:
+    y, position = _compact_selection(x, spec, op)
+    return y, _position_to_tap(position, spec)
   if derivative is Lowering.RESHAPE and valid_derivative(derivative, spec):
     return _blocks_selection(x, spec, op)
   if derivative is Lowering.SLICES and valid_derivative(derivative, spec):
@@ -849,11 +898,105 @@ def selected_tap(x: jax.Array, spec: WindowSpec,
   def build(chosen: Plan):
     def select(x):
       y, index = _selection(x, spec, op, chosen.derivative)
-      return y, index.astype(np.int32)
+      # Every platform's branch in x's dtype (some select in float32).
+      return y.astype(x.dtype), index.astype(np.int32)
     return select
 
   return per_platform(
       lambda p: plan(spec, op, p, x.dtype, x.shape), build, x)
+
+
+# ---------------------------------------------------------------------------
+# COMPACT: the selection as one variadic reduce_window.
+
+# The position of the padding: larger than any in a plane (at most
+# MAX_SIZE elements), so it loses every tie.
+_NOWHERE = np.int32(np.iinfo(np.int32).max)
+
+
+def _plane_positions(spec: WindowSpec) -> jax.Array:
+  """The flat row-major position of every element in its spatial plane,
+  int32, shaped to broadcast against the input."""
+  position = jnp.zeros((1,) * spec.ndim, np.int32)
+  for axis, n in zip(spec.spatial_axes, spec.in_shape):
+    dims = [1] * spec.ndim
+    dims[axis] = n
+    position = position * np.int32(n) + lax.broadcasted_iota(
+        np.int32, dims, axis)
+  return position
+
+
+def _compact_selection(x: jax.Array, spec: WindowSpec,
+                       op: str) -> tuple[jax.Array, jax.Array]:
+  """The max/min of each window and the flat plane position PyTorch picks.
+
+  One variadic ``reduce_window`` over ``(value, position)`` pairs. Its
+  combiner keeps the better pair by PyTorch's rule, a total order, so it is
+  associative and commutative: any NaN beats any number, the later of two
+  NaNs wins, the larger (max) or smaller (min) number wins, and of equal
+  numbers the earlier position, which is the earlier tap in row-major window
+  order. The padding, ``(identity, _NOWHERE)``, loses every tie, so an
+  all-``-inf`` window picks its first element inside the input; a window
+  wholly in the padding gets ``_NOWHERE``. The values are in
+  ``_compute_dtype(x.dtype)``.
+  """
+  v = x.astype(_compute_dtype(x.dtype))
+  position = jnp.broadcast_to(_plane_positions(spec), v.shape)
+  better = lax.gt if op == "max" else lax.lt
+  inexact = jnp.issubdtype(v.dtype, jnp.inexact)
+
+  def combine(a, b):
+    (va, ia), (vb, ib) = a, b
+    take = better(vb, va) | (lax.eq(vb, va) & lax.lt(ib, ia))
+    if inexact:
+      a_nan, b_nan = lax.ne(va, va), lax.ne(vb, vb)
+      take = lax.select(a_nan, b_nan & lax.gt(ib, ia), take | b_nan)
+    return lax.select(take, vb, va), lax.select(take, ib, ia)
+
+  return lax.reduce_window(
+      (v, position), (identity(v.dtype, op), _NOWHERE), combine,
+      spec.full(spec.window, 1), spec.full(spec.strides, 1),
+      spec.full(spec.total_padding, (0, 0)),
+      window_dilation=spec.full(spec.dilation, 1))
+
+
+def _position_to_tap(position: jax.Array, spec: WindowSpec) -> jax.Array:
+  """The row-major window tap of each chosen plane position (0 for
+  ``_NOWHERE``, as :meth:`WindowSpec.first_valid_tap`)."""
+  tap = jnp.zeros((1,) * spec.ndim, np.int32)
+  stride = math.prod(spec.in_shape)
+  for axis, n, k, s, d, (lo, _), o in zip(
+      spec.spatial_axes, spec.in_shape, spec.window, spec.strides,
+      spec.dilation, spec.padding, spec.out_shape):
+    stride //= n
+    coordinate = lax.rem(lax.div(position, np.int32(stride)), np.int32(n))
+    dims = [1] * spec.ndim
+    dims[axis] = o
+    start = lax.broadcasted_iota(np.int32, dims, axis) * np.int32(s) - (
+        np.int32(lo))
+    tap = tap * np.int32(k) + lax.div(coordinate - start, np.int32(d))
+  return jnp.where(position == _NOWHERE, np.int32(0), tap)
+
+
+def _gather_positions(t: jax.Array, spec: WindowSpec,
+                      position: jax.Array) -> jax.Array:
+  """``t`` at each chosen plane position, zero for ``_NOWHERE``.
+
+  Planes are flattened to ``(P, plane, Q)`` (the spatial dims are adjacent
+  in both layouts) and the lookup mapped over ``P`` and ``Q``, so they are
+  the gather's (and its transpose's scatter-add's) batching dims.
+  """
+  first, last = spec.spatial_axes[0], spec.spatial_axes[-1]
+  lead, trail = t.shape[:first], t.shape[last + 1:]
+  view = (math.prod(lead), math.prod(spec.in_shape), math.prod(trail))
+  out_view = (view[0], math.prod(spec.out_shape), view[2])
+  valid = position != _NOWHERE
+  index = jnp.where(valid, position, np.int32(0)).reshape(out_view)
+  take = lambda t, i: t.at[i].get(mode="promise_in_bounds",
+                                  wrap_negative_indices=False)
+  per_plane = jax.vmap(jax.vmap(take, in_axes=1, out_axes=1))
+  gathered = per_plane(t.reshape(view), index).reshape(position.shape)
+  return jnp.where(valid, gathered, jnp.zeros((), t.dtype))
 
 
 # ---------------------------------------------------------------------------
@@ -906,6 +1049,10 @@ def _extremum_jvp(spec, op, forward, derivative, primals, tangents):
     return y.astype(x.dtype), t_out.astype(t.dtype)
   if not valid_derivative(derivative, spec):
     derivative = Lowering.TAPS  # A separable stage too wide for slices.
+  derivative = bounded(derivative, spec, op)
+  if derivative is Lowering.COMPACT:
+    y, position = _compact_selection(x, spec, op)
+    return y, _gather_positions(t, spec, position)
   if derivative is Lowering.TAPS:
     y, index = _reference_selection(x, spec, op)
     return y, _select_taps(taps(pad(t, spec, 0), spec), index)
@@ -919,6 +1066,54 @@ def _extremum_jvp(spec, op, forward, derivative, primals, tangents):
 
 # ---------------------------------------------------------------------------
 # Entry points.
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def wide_derivative(x: jax.Array, fn) -> jax.Array:
+  """``fn(x)``, differentiated in float32 when ``x`` is half precision.
+
+  ``fn`` is a max or min made of several steps (separable stages, a plain
+  ``reduce_window`` with JAX's own derivative, adaptive stages): each step's
+  derivative would round its sums of overlapping windows' cotangents to
+  half precision, and the next step would sum and round again. Its
+  derivative is taken from ``fn`` of ``x`` in float32 instead, so every sum
+  is float32 and the gradient is rounded once, at the end; the value is
+  exact either way (it is one of the inputs), so ``fn`` runs on ``x``
+  itself when not differentiated.
+  """
+  return fn(x)
+
+
+@wide_derivative.defjvp
+def _wide_derivative_jvp(fn, primals, tangents):
+  (x,), (t,) = primals, tangents
+  wide = _compute_dtype(x.dtype)
+  y, t_out = jax.jvp(fn, (x.astype(wide),), (t.astype(wide),))
+  return y.astype(x.dtype), t_out.astype(t.dtype)
+
+
+def _separable(x: jax.Array, spec: WindowSpec, op: str,
+               derivative: Lowering) -> jax.Array:
+  """The windowed ``op`` one spatial dim at a time, each stage's selection
+  (if differentiated) by ``derivative`` where it is valid."""
+  exact = op != "sum" and jnp.issubdtype(x.dtype, jnp.inexact)
+  for stage in stages(spec):
+    if not exact:
+      x = _forward(x, stage, op, Lowering.PLAIN)
+    else:
+      # A non-overlapping stage as blocks: XLA:CPU would run its
+      # reduce_window as a reduction that drops NaN.
+      forward = (Lowering.RESHAPE if _non_overlapping(stage)
+                 and not stage.symbolic else Lowering.PLAIN)
+      x = _extremum(x, stage, op, forward, derivative)
+  return x
+
+
+def _widened(fn, x: jax.Array, op: str) -> jax.Array:
+  """``fn(x)``, through :func:`wide_derivative` for half-precision max/min."""
+  if op != "sum" and _compute_dtype(x.dtype) != x.dtype:
+    return wide_derivative(x, fn)
+  return fn(x)
 
 
 def window_reduce(x: jax.Array, spec: WindowSpec, op: str) -> jax.Array:
@@ -944,24 +1139,18 @@ def _planned(x: jax.Array, *, spec: WindowSpec, op: str,
     # Each stage's values come from a 1-D reduce_window: as strided slices,
     # XLA fuses one stage into the next and recomputes it per tap (9x
     # slower at 13x13); its selection, if differentiated, as planned.
-    for stage in stages(spec):
-      if not exact:
-        x = _forward(x, stage, op, Lowering.PLAIN)
-      else:
-        # A non-overlapping stage as blocks: XLA:CPU would run its
-        # reduce_window as a reduction that drops NaN.
-        forward = (Lowering.RESHAPE if _non_overlapping(stage)
-                   and not stage.symbolic else Lowering.PLAIN)
-        x = _extremum(x, stage, op, forward, chosen.derivative)
-    return x
+    return _widened(functools.partial(_separable, spec=spec, op=op,
+                                      derivative=chosen.derivative), x, op)
   if not exact:
     # Sums are linear, so JAX's own derivative is the sum's transpose (pads
     # of the cotangent, fused), and integers and bools have no tangent.
     return _forward(x, spec, op, chosen.forward)
-  if (chosen is FORCED_PLAIN and _plain_forced()
+  if (_plain_forced() and chosen.forward is Lowering.PLAIN
       and all(d == 1 for d in spec.dilation)):
-    # The forced plain path is flax's: JAX's own select-and-scatter VJP.
-    return _forward(x, spec, op, chosen.forward)
+    # The forced plain path is flax's: JAX's own select-and-scatter VJP
+    # (in float32 for half precision, as every other lowering's).
+    return _widened(functools.partial(_forward, spec=spec, op=op,
+                                      lowering=chosen.forward), x, op)
   # JAX has no VJP for dilated max/min reduce_window (NotImplementedError),
   # and its NaN choice is not PyTorch's: a plain lowering keeps
   # reduce_window for the value and takes our rule.

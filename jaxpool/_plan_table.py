@@ -58,7 +58,7 @@ FORMAT = 1
 #: The platforms a plan is chosen for; any other gets the default plan.
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 FORWARD = ("plain", "slices", "reshape", "separable")
-DERIVATIVE = ("taps", "slices", "reshape")
+DERIVATIVE = ("taps", "slices", "reshape", "compact")
 #: The words of each field of a configuration class, in key order.
 FIELDS: dict[str, tuple[str, ...]] = {
     "op": ("max", "min", "sum"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import Any, Union
 
@@ -13,7 +14,8 @@ from jax.typing import ArrayLike
 from jaxpool._adaptive import Bins, bin_pool, spatial_rank, spatial_sizes
 from jaxpool._pooling import max_pool
 from jaxpool._sharding import partitioned
-from jaxpool._spec import int_tuple, is_symbolic, layout_axes
+from jaxpool._spec import (MAX_SIZE, check_plane, int_tuple, is_symbolic,
+                           layout_axes)
 
 #: A pyramid level or a window: an int (the same on every spatial dim) or
 #: one int per spatial dim.
@@ -121,15 +123,19 @@ def spatial_pyramid_pool(x: ArrayLike, levels: Sequence[LevelLike] = (1, 2, 4),
   rank = spatial_rank(x.shape, levels, "levels")
   in_sizes = spatial_sizes(x, rank, channels_first)
   pieces = []
-  for level in levels:
-    grid = int_tuple(level, rank, "levels")
+  grids = [int_tuple(level, rank, "levels") for level in levels]
+  for grid in grids:
+    check_plane(grid, "levels", "a level's grid of bins")
+  for grid in grids:
     if bins == "adaptive":
       level_bins = [Bins.adaptive(a, n) for a, n in zip(in_sizes, grid)]
     else:
       level_bins = [_sppnet_bins(a, n, dim)
                     for dim, (a, n) in enumerate(zip(in_sizes, grid))]
     pooled = bin_pool(x, level_bins, method, channels_first)
-    pieces.append(pooled.reshape(pooled.shape[:-(rank + 1)] + (-1,)))
+    # The flat size spelled out: -1 cannot be inferred for an empty batch.
+    flat = math.prod(pooled.shape[-(rank + 1):])
+    pieces.append(pooled.reshape(pooled.shape[:-(rank + 1)] + (flat,)))
   return jnp.concatenate(pieces, axis=-1)
 
 
@@ -236,6 +242,13 @@ def sppf(x: ArrayLike, window_size: LevelLike = 5, repeats: int = 3, *,
   if isinstance(repeats, Sequence) or isinstance(repeats, np.ndarray):
     raise TypeError(f"repeats must be an int, got {repeats!r}.")
   repeats = int_tuple(repeats, 1, "repeats")[0]
+  channels = x.shape[channel_axis]
+  if channels * (1 + repeats) > MAX_SIZE:
+    # Each repeat is traced on its own: bound the loop by the output it
+    # builds before running it.
+    raise ValueError(
+        f"repeats: the output would have {channels} * (1 + {repeats}) "
+        f"channels, more than 2**31 - 1 = {MAX_SIZE}.")
   outputs = [x]
   for _ in range(repeats):
     outputs.append(_same_max_pool(outputs[-1], window, channels_first))

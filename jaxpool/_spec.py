@@ -27,6 +27,48 @@ from jaxpool._typing import IntOrSequence, PaddingLike
 
 _PADDING_WORDS = ("VALID", "SAME")
 
+#: The largest spatial size jaxpool handles. Tap positions, flat indices and
+#: per-position constants are int32, so every size argument (window, stride,
+#: dilation, padding, output size, level, unpooled shape), every padded
+#: input dim and every output spatial plane is checked against it at trace
+#: time, before any work per element: an absurd size raises at once instead
+#: of building tables of that many entries.
+MAX_SIZE = int(np.iinfo(np.int32).max)
+
+
+def check_size(value: int, name: str) -> int:
+  """``value``, if at most :data:`MAX_SIZE`; else a ValueError naming it."""
+  if value > MAX_SIZE:
+    raise ValueError(
+        f"{name} must be at most 2**31 - 1 = {MAX_SIZE} (jaxpool indexes "
+        f"spatial positions with int32), got {value}.")
+  return value
+
+
+def check_plane(sizes: Sequence[int], name: str, what: str) -> int:
+  """The number of elements of a spatial plane of ``sizes``, checked.
+
+  Args:
+    sizes: the plane's spatial sizes, each at most :data:`MAX_SIZE`.
+    name: the argument that sets them, for the error message.
+    what: what the plane is, e.g. ``"the output's spatial plane"``.
+
+  Raises:
+    ValueError: naming ``name`` if the plane has more than ``MAX_SIZE``
+      elements (a flat int32 index could not address it).
+  """
+  total = math.prod(sizes)
+  if is_symbolic(total):
+    # Known only when the artifact is called; jax.export's shape checks run
+    # there.
+    return total
+  if total > MAX_SIZE:
+    raise ValueError(
+        f"{name}: {what} {tuple(sizes)} would hold {total} elements, more "
+        f"than 2**31 - 1 = {MAX_SIZE} (jaxpool indexes spatial planes with "
+        f"int32).")
+  return total
+
 
 @dataclasses.dataclass(frozen=True)
 class WindowSpec:
@@ -121,9 +163,12 @@ class WindowSpec:
     for n, k, s, d, (lo, hi), o in zip(self.in_shape, self.window,
                                        self.strides, self.dilation,
                                        self.padding, self.out_shape):
-      start = np.arange(o)[:, None] * s + np.arange(k)[None, :] * d - lo
+      # Taps j of output i read i * s + j * d - lo; counted if in
+      # [low, high). In closed form, so the work is per output, not per tap.
       low, high = (-lo, n + hi) if count_include_pad else (0, n)
-      counts.append(((start >= low) & (start < high)).sum(axis=1))
+      first, last = _tap_range(np.arange(o, dtype=np.int64) * s - lo, k, d,
+                               low, high)
+      counts.append(np.maximum(last - first + 1, 0))
     divisor = np.ones((), np.float64)
     for c in counts:
       divisor = np.multiply.outer(divisor, c)
@@ -142,10 +187,9 @@ class WindowSpec:
     for n, k, s, d, (lo, _), o in zip(self.in_shape, self.window,
                                       self.strides, self.dilation,
                                       self.padding, self.out_shape):
-      start = np.arange(o)[:, None] * s + np.arange(k)[None, :] * d - lo
-      valid = (start >= 0) & (start < n)
-      first = np.where(valid.any(axis=1), valid.argmax(axis=1), 0)
-      index = np.add.outer(index * k, first)
+      first, last = _tap_range(np.arange(o, dtype=np.int64) * s - lo, k, d,
+                               0, n)
+      index = np.add.outer(index * k, np.where(first <= last, first, 0))
     return index.astype(np.int32)
 
 
@@ -166,6 +210,13 @@ def dim_min(a: Any, b: Any) -> Any:
   if is_symbolic(a) or is_symbolic(b):
     return _core.min_dim(a, b)
   return min(a, b)
+def _tap_range(start: np.ndarray, k: int, d: int, low: int,
+               high: int) -> tuple[np.ndarray, np.ndarray]:
+  """First and last tap ``j`` in ``[0, k)`` whose position ``start + j * d``
+  lies in ``[low, high)``, per window start; none where ``first > last``."""
+  first = np.maximum(-((start - low) // d), 0)
+  last = np.minimum((high - 1 - start) // d, k - 1)
+  return first, last
 
 
 def _index(value: Any, name: str) -> int:
@@ -181,7 +232,8 @@ def _index(value: Any, name: str) -> int:
 
 def int_tuple(value: IntOrSequence, n: int, name: str, *,
               minimum: int = 1) -> tuple[int, ...]:
-  """An int or a sequence of ``n`` ints, each at least ``minimum``."""
+  """An int or a sequence of ``n`` ints, each at least ``minimum`` and at
+  most :data:`MAX_SIZE`."""
   if isinstance(value, Sequence) and not isinstance(value, str):
     values = tuple(_index(v, name) for v in value)
     if len(values) != n:
@@ -192,6 +244,8 @@ def int_tuple(value: IntOrSequence, n: int, name: str, *,
     values = (_index(value, name),) * n
   if any(v < minimum for v in values):
     raise ValueError(f"{name} must be >= {minimum}, got {value!r}.")
+  for v in values:
+    check_size(v, name)
   return values
 
 
@@ -253,6 +307,9 @@ def _explicit_padding(padding: Any, n: int) -> tuple[tuple[int, int], ...]:
     pairs = [(v, v)] * n
   if any(lo < 0 or hi < 0 for lo, hi in pairs):
     raise ValueError(f"padding must be non-negative, got {padding!r}.")
+  for pair in pairs:
+    for p in pair:
+      check_size(p, "padding")
   return tuple(pairs)
 
 
@@ -400,9 +457,20 @@ def window_spec(shape: Sequence[int], window_shape: Any,
   outs, extras = [], []
   for axis, (i, k, s, d, (lo, hi)) in enumerate(
       zip(in_shape, window, strides, dilation, pads)):
+    # Symbolic sizes (jax.export) are bounded when the artifact is called.
+    concrete = not any(is_symbolic(v) for v in (i, lo, hi))
+    if concrete and lo + hi and i + lo + hi > max(i, MAX_SIZE):
+      cause = ("window_shape (with 'SAME' padding)" if isinstance(
+          padding, str) else "padding")
+      raise ValueError(
+          f"{cause}: spatial dim {axis} of size {i} padded by ({lo}, {hi}) "
+          f"would be {i + lo + hi} long, more than 2**31 - 1 = {MAX_SIZE} "
+          f"(jaxpool indexes spatial positions with int32).")
     o, e = _out_size(i, k, s, d, lo, hi, bool(ceil_mode), axis)
     outs.append(o)
     extras.append(e)
+  check_plane(outs, "window_shape, strides, padding, dilation, ceil_mode",
+              "the output's spatial plane")
   return WindowSpec(
       ndim=len(shape), spatial_axes=spatial_axes, channel_axis=channel_axis,
       in_shape=in_shape, window=window, strides=strides, dilation=dilation,

@@ -30,6 +30,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from typing import Any
 
 import equinox as eqx
@@ -204,4 +205,72 @@ class SPPF(_Pool, _layers.SPPF):
 
   References:
     Jocher et al., YOLOv5 (2020), ``models/common.py: SPPF``.
+  """
+
+
+class MaxPoolWithIndices(_Pool, _layers.MaxPoolWithIndices):
+  """:func:`jaxpool.max_pool_with_indices` as an Equinox module.
+
+  Calling it returns ``(values, indices)``, as PyTorch's
+  ``MaxPool2d(..., return_indices=True)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import MaxPoolWithIndices
+    >>> y, i = MaxPoolWithIndices((2, 2))(jnp.ones((8, 32, 32, 3)))
+    >>> y.shape, i.dtype
+    ((8, 16, 16, 3), dtype('int32'))
+  """
+
+
+class MaxUnpool(eqx.Module, _layers.MaxUnpool):
+  """Max unpooling, :func:`jaxpool.max_unpool`, as an Equinox module.
+
+  ``spatial_shape`` is a field, or given at each call (PyTorch's
+  ``output_size``) for maps whose size varies.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import MaxPoolWithIndices, MaxUnpool
+    >>> x = jnp.ones((8, 32, 32, 3))
+    >>> y, i = MaxPoolWithIndices((2, 2))(x)
+    >>> MaxUnpool()(y, i, x.shape[1:3]).shape
+    (8, 32, 32, 3)
+  """
+
+  spatial_shape: tuple[int, ...] | None = eqx.field(static=True, default=None)
+  channels_first: bool = eqx.field(static=True, default=False, kw_only=True)
+
+  def __call__(self, x: ArrayLike, indices: ArrayLike,
+               spatial_shape: Sequence[int] | None = None, *,
+               key: jax.Array | None = None) -> jax.Array:
+    """Unpools ``x`` at ``indices``; ``key`` is accepted and unused."""
+    del key
+    return self._unpool(x, indices, spatial_shape)
+
+
+class AdaptiveMaxPoolWithIndices(_Pool, _layers.AdaptiveMaxPoolWithIndices):
+  """:func:`jaxpool.adaptive_max_pool_with_indices` as an Equinox module.
+
+  It returns ``(values, indices)``, the indices ready for
+  :func:`jaxpool.max_unpool`.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import AdaptiveMaxPoolWithIndices
+    >>> y, i = AdaptiveMaxPoolWithIndices((7, 7))(jnp.ones((8, 13, 13, 64)))
+    >>> i.shape
+    (8, 7, 7, 64)
+  """
+
+
+class Flatten(_Pool, _layers.Flatten):
+  """:func:`jaxpool.flatten` as an Equinox module: PyTorch's
+  ``nn.Flatten()`` order (``"chw"``) from channels-last maps.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import Flatten
+    >>> Flatten()(jnp.ones((8, 7, 7, 512))).shape
+    (8, 25088)
   """

@@ -241,3 +241,16 @@ class ApsPool(_layers.ApsPool, _Pool):
     Chaman & Dokmanić 2021, "Truly Shift-Invariant Convolutional Neural
     Networks".
   """
+
+
+class AdaptiveMaxPoolWithIndices(_layers.AdaptiveMaxPoolWithIndices, _Pool):
+  """:func:`jaxpool.adaptive_max_pool_with_indices` as an NNX module.
+
+  It returns ``(values, indices)``, the indices ready for
+  :func:`jaxpool.max_unpool`.
+
+  Example:
+    >>> y, i = AdaptiveMaxPoolWithIndices((7, 7))(jnp.ones((8, 13, 13, 64)))
+    >>> i.shape
+    (8, 7, 7, 64)
+  """

@@ -510,3 +510,86 @@ def test_bad_input_raises_value_error(call, match):
 def test_bad_types_raise_type_error(call):
   with pytest.raises(TypeError):
     call(jnp.ones((2, 6, 6, 3)))
+
+
+# ---------------------------------------------------------------------------
+# Issue 16: indices, and what differs from PyTorch on purpose.
+
+
+@pytest.mark.parametrize("shape,output_size", [
+    ((2, 3, 10), (4,)), ((2, 3, 10, 7), (4, 3)), ((2, 3, 5, 6), (7, 9)),
+    ((2, 2, 5, 9, 6), (3, 4, 2)), ((1, 2, 6, 6), (1, 1))])
+@pytest.mark.parametrize("kind", ["ties", "nan"])
+def test_adaptive_max_pool_with_indices_matches_torch(shape, output_size,
+                                                      kind):
+  import torch  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(len(shape))
+  x = np.maximum(np.round(rng.standard_normal(shape)), 0).astype(np.float32)
+  if kind == "nan":
+    x[rng.random(shape) < 0.1] = np.nan
+  n = len(output_size)
+  f = lambda x: jaxpool.adaptive_max_pool_with_indices(
+      x, output_size, channels_first=True)
+  (y, i), vjp = jax.vjp(jax.jit(f), jnp.asarray(x))
+  ct = rng.standard_normal(y.shape).astype(np.float32)
+  (g,) = vjp((jnp.asarray(ct), np.zeros(i.shape, jax.dtypes.float0)))
+  xt = torch.tensor(x, requires_grad=True)
+  yt, it = getattr(torch.nn.functional, f"adaptive_max_pool{n}d")(
+      xt, output_size, return_indices=True)
+  yt.backward(torch.tensor(ct))
+  np.testing.assert_array_equal(y, yt.detach().numpy())
+  np.testing.assert_array_equal(i, it.numpy())
+  assert i.dtype == np.int32
+  np.testing.assert_allclose(g, xt.grad.numpy(), rtol=1e-6, atol=1e-6)
+  # The indices feed max_unpool: each value lands at its index.
+  up = np.asarray(jaxpool.max_unpool(y, i, shape[2:], channels_first=True))
+  flat = up.reshape(shape[:2] + (-1,))
+  picked = np.take_along_axis(flat, np.asarray(i).reshape(shape[:2] + (-1,)),
+                              axis=-1)
+  np.testing.assert_array_equal(picked, np.asarray(y).reshape(picked.shape))
+
+
+def test_adaptive_indices_channels_last_equal_channels_first():
+  x = np.random.default_rng(0).standard_normal((2, 9, 7, 3)).astype(
+      np.float32)
+  y, i = jaxpool.adaptive_max_pool_with_indices(x, (4, 5))
+  y2, i2 = jaxpool.adaptive_max_pool_with_indices(
+      np.moveaxis(x, -1, 1), (4, 5), channels_first=True)
+  np.testing.assert_array_equal(i, np.moveaxis(np.asarray(i2), 1, -1))
+  np.testing.assert_array_equal(y, np.moveaxis(np.asarray(y2), 1, -1))
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int8, np.uint8, np.bool_])
+def test_integer_adaptive_max_keeps_dtype(dtype):
+  """PyTorch raises "not implemented" for integers; jaxpool pools them."""
+  x = np.random.default_rng(0).integers(0, 5, (2, 7, 9, 3)).astype(dtype)
+  y = jaxpool.adaptive_max_pool(x, (3, 4))
+  yi, i = jaxpool.adaptive_max_pool_with_indices(x, (3, 4))
+  assert y.dtype == yi.dtype == dtype
+  want = jaxpool.adaptive_max_pool(x.astype(np.float32), (3, 4))
+  np.testing.assert_array_equal(np.asarray(y, np.float32), want)
+  _, iw = jaxpool.adaptive_max_pool_with_indices(x.astype(np.float32), (3, 4))
+  np.testing.assert_array_equal(i, iw)
+
+
+@pytest.mark.parametrize("shape", [(0, 8, 8, 3), (2, 8, 8, 0)])
+@pytest.mark.parametrize("name,call", [
+    ("adaptive_max_pool", lambda x: jaxpool.adaptive_max_pool(x, (3, 3))),
+    ("adaptive_avg_pool", lambda x: jaxpool.adaptive_avg_pool(x, (3, 3))),
+    ("adaptive_max_pool_with_indices",
+     lambda x: jaxpool.adaptive_max_pool_with_indices(x, (3, 3))[0]),
+    ("global_max_pool", jaxpool.global_max_pool),
+    ("spatial_pyramid_pool", jaxpool.spatial_pyramid_pool),
+    ("max_pool", lambda x: jaxpool.max_pool(x, (3, 3), 1, 1)),
+    ("max_pool_separable", lambda x: jaxpool.max_pool(x, (5, 5), 1, 2)),
+    ("avg_pool", lambda x: jaxpool.avg_pool(x, (2, 2))),
+    ("sppf", jaxpool.sppf),
+])
+def test_empty_batch_or_channels_give_empty_results(shape, name, call):
+  """PyTorch raises for a zero-size batch or channel dim; jaxpool returns an
+  empty result (and gradient) of the right shape."""
+  x = jnp.zeros(shape, jnp.float32)
+  y = jax.jit(call)(x)
+  assert y.size == 0 and y.shape[0] == shape[0], (name, y.shape)
+  g = jax.grad(lambda x: jnp.sum(call(x)))(x)
+  assert g.shape == shape

@@ -332,7 +332,16 @@ def _module_configs(api):
       "spp_yolo": api.SppYolo((3, 5)),
       "sppf": api.SPPF(3, 2),
       "flatten": api.Flatten(),
+      "blur": api.BlurPool(3, 2),
+      "max_blur": api.MaxBlurPool(3, 2),
   }
+
+
+#: Modules whose functions need concrete spatial sizes, with the message.
+CONCRETE_ONLY = {
+    "AdaptiveMaxPoolWithIndices": (lambda api: api.AdaptiveMaxPoolWithIndices(
+        3), "adaptive_max_pool_with_indices needs a concrete size"),
+}
 
 
 def _run_all(configs, x, call):
@@ -351,7 +360,12 @@ def _check_modules(api, module_type, call):
   public = {n for n, v in vars(api).items()
             if isinstance(v, type) and issubclass(v, module_type)
             and v.__module__ == api.__name__ and not n.startswith("_")}
-  assert public == {type(m).__name__ for m in configs.values()}
+  assert public == {type(m).__name__ for m in configs.values()} | set(
+      CONCRETE_ONLY)
+  for make, message in CONCRETE_ONLY.values():
+    with pytest.raises(ValueError, match=message):
+      export.export(jax.jit(lambda x, m=make(api): call(m, x)))(
+          symbolic("b, h, w, 2"))
   # Forward only: each module is one call of its function (test_linen.py,
   # test_nnx.py: the same jaxpr, gradient included), whose gradient export
   # is tested above.

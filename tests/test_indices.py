@@ -273,3 +273,63 @@ def test_bad_spatial_shape_type():
   with pytest.raises(TypeError, match="spatial_shape"):
     jaxpool.max_unpool(jnp.ones((1, 2, 2, 1)), jnp.zeros((1, 2, 2, 1), int),
                        4)
+
+
+# ---------------------------------------------------------------------------
+# Issue 16: PyTorch's unpooling signature.
+
+
+def _torch_or_error(fn):
+  try:
+    return "ok", np.asarray(fn())
+  except (ValueError, RuntimeError) as e:
+    return type(e).__name__, str(e)
+
+
+@pytest.mark.parametrize("output_size", [
+    None, (7, 8), (8, 8), (6, 8), (5, 8), (9, 8), (7, 10), [2, 3, 7, 8],
+    (7,), (1, 7, 8)])
+def test_unpool_torch_form_matches_torch(output_size):
+  x = np.random.default_rng(0).standard_normal((2, 3, 7, 8)).astype(
+      np.float32)
+  yt, it = F.max_pool2d(torch.tensor(x), 3, 2, 1, return_indices=True)
+  want = _torch_or_error(lambda: F.max_unpool2d(
+      yt, it, 3, 2, 1, output_size).numpy())
+  got = _torch_or_error(lambda: jaxpool.max_unpool(
+      yt.numpy(), it.numpy(), window_shape=(3, 3), strides=2, padding=1,
+      output_size=output_size, channels_first=True))
+  if want[0] == "ok":
+    assert got[0] == "ok", got
+    np.testing.assert_array_equal(got[1], want[1])
+  elif "invalid max index" in want[1]:
+    # The default size is too small for these indices: PyTorch's kernel
+    # raises RuntimeError, jaxpool's index check ValueError.
+    assert got[0] == "ValueError" and "indices must lie" in got[1]
+  else:
+    assert got == ("ValueError", want[1])
+
+
+def test_unpool_torch_form_default_size_and_layouts():
+  x = np.random.default_rng(1).standard_normal((2, 3, 8, 6, 4)).astype(
+      np.float32)
+  yt, it = F.max_pool3d(torch.tensor(x), 2, return_indices=True)
+  want = F.max_unpool3d(yt, it, 2).numpy()
+  got = jaxpool.max_unpool(yt.numpy(), it.numpy(), window_shape=(2, 2, 2),
+                           channels_first=True)
+  np.testing.assert_array_equal(got, want)
+  last = jaxpool.max_unpool(np.moveaxis(yt.numpy(), 1, -1),
+                            np.moveaxis(it.numpy(), 1, -1),
+                            window_shape=(2, 2, 2))
+  np.testing.assert_array_equal(last, np.moveaxis(want, 1, -1))
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    (dict(spatial_shape=(4, 4), window_shape=(2, 2)), "not both"),
+    (dict(spatial_shape=(4, 4), padding=1), "not both"),
+    (dict(), "needs spatial_shape"),
+    (dict(window_shape=(2, 2), padding=3), "non-negative"),
+])
+def test_unpool_form_errors(kwargs, match):
+  x = jnp.ones((1, 2, 2, 1))
+  with pytest.raises(ValueError, match=match):
+    jaxpool.max_unpool(x, jnp.zeros((1, 2, 2, 1), jnp.int32), **kwargs)

@@ -32,6 +32,7 @@ FUNCTIONS = {
     "LPPool": "lp_pool",
     "AdaptiveAvgPool": "adaptive_avg_pool",
     "AdaptiveMaxPool": "adaptive_max_pool",
+    "AdaptiveMaxPoolWithIndices": "adaptive_max_pool_with_indices",
     "GlobalAvgPool": "global_avg_pool",
     "GlobalMaxPool": "global_max_pool",
     "SpatialPyramidPool": "spatial_pyramid_pool",
@@ -66,6 +67,7 @@ CASES = [
     ("AdaptiveAvgPool", dict(output_size=(3, None)), (2, 7, 5, 3)),
     ("AdaptiveMaxPool", dict(output_size=4, channels_first=True),
      (2, 3, 10, 7)),
+    ("AdaptiveMaxPoolWithIndices", dict(output_size=(4, 3)), (2, 10, 7, 3)),
     ("GlobalAvgPool", dict(keepdims=True), (2, 6, 5, 3)),
     ("GlobalMaxPool", dict(channels_first=True), (2, 3, 6, 5)),
     ("SpatialPyramidPool", dict(levels=(1, 3), method="avg"), (2, 7, 9, 3)),
@@ -131,9 +133,11 @@ def test_fields_are_the_function_keywords(name):
 def assert_same_computation(module, function, x):
   """``module`` and ``function`` trace to the very same jaxpr (constants
   included), and so do their gradients: they are one code path."""
-  cotangent = random(jax.eval_shape(function, x).shape, 1)
+  values = lambda f: lambda x: jax.tree.leaves(f(x))[0]  # Not the indices.
+  cotangent = random(jax.eval_shape(values(function), x).shape, 1)
   for transform in (lambda f: f,
-                    lambda f: jax.grad(lambda x: jnp.vdot(f(x), cotangent))):
+                    lambda f: jax.grad(
+                        lambda x: jnp.vdot(values(f)(x), cotangent))):
     got = jax.make_jaxpr(transform(module))(x)
     want = jax.make_jaxpr(transform(function))(x)
     assert str(got) == str(want)
@@ -148,8 +152,8 @@ class ModuleEqualsFunctionTest(parameterized.TestCase):
     module = getattr(jpl, name)(**kwargs)
     got, want = self.variant(lambda x: (
         module.apply({}, x), function_of(name)(x, **kwargs)))(random(shape))
-    chex.assert_shape(got, want.shape)
-    np.testing.assert_array_equal(got, want)
+    chex.assert_trees_all_equal_shapes_and_dtypes(got, want)
+    chex.assert_trees_all_equal(got, want)
 
   @parameterized.named_parameters(*named_cases())
   def test_same_computation_and_gradient(self, name, kwargs, shape):

@@ -471,3 +471,154 @@ def test_plain_forward_is_reduce_window_max():
     jaxpr = jax.make_jaxpr(lambda x: jaxpool.max_pool(x, (2, 2)))(x)
     jax.jit(jax.grad(lambda x: jaxpool.max_pool(x, (2, 2)).sum()))(x)
   assert "reduce_window_max" in str(jaxpr)
+
+
+# ---------------------------------------------------------------------------
+# Issue 16: half-precision gradients rounded once, and COMPACT.
+
+
+#: The plan each lowering is tested in: its forward, and its own derivative
+#: (COMPACT is a derivative, under the plain forward).
+_PLAN_OF = {
+    Lowering.PLAIN: _lowering.Plan(Lowering.PLAIN, Lowering.TAPS),
+    Lowering.SLICES: _lowering.Plan(Lowering.SLICES, Lowering.SLICES),
+    Lowering.SEPARABLE: _lowering.Plan(Lowering.SEPARABLE, Lowering.SLICES),
+    Lowering.RESHAPE: _lowering.Plan(Lowering.RESHAPE, Lowering.RESHAPE),
+    Lowering.COMPACT: _lowering.Plan(Lowering.PLAIN, Lowering.COMPACT),
+}
+
+
+def _force(monkeypatch, lowering):
+  """Makes every pooling take ``lowering``'s plan (``"forced"``: flax's
+  plain path)."""
+  if lowering == "forced":
+    monkeypatch.setenv("JAXPOOL_FORCE_PLAIN", "1")
+  else:
+    monkeypatch.setattr(_lowering._state, "plan", _PLAN_OF[lowering],
+                        raising=False)
+
+
+# (rank, window, strides, padding): overlapping windows, so that gradients
+# are sums; RESHAPE needs non-overlapping ones.
+_HALF_CASES = {
+    1: ((5,), 1, 2, (3,), 3, 0),
+    2: ((3, 3), 1, 1, (2, 2), 2, 0),
+    3: ((3, 3, 3), 1, 0, (2, 2, 2), 2, 0),
+}
+
+
+@pytest.mark.parametrize("lowering", ["forced", Lowering.PLAIN,
+                                      Lowering.SLICES, Lowering.SEPARABLE,
+                                      Lowering.RESHAPE, Lowering.COMPACT],
+                         ids=str)
+@pytest.mark.parametrize("rank", [1, 2, 3])
+@pytest.mark.parametrize("dtype,op", [(jnp.bfloat16, "max"),
+                                      (np.float16, "min")])
+def test_half_precision_gradient_is_rounded_once(monkeypatch, lowering, rank,
+                                                 dtype, op):
+  """The gradient equals PyTorch's float64 gradient rounded once."""
+  import torch  # pylint: disable=g-import-not-at-top
+  window, strides, padding, *blocks = _HALF_CASES[rank]
+  if lowering is Lowering.RESHAPE:
+    window, strides, padding = blocks
+  _force(monkeypatch, lowering)
+  shape = (2, 3) + (7,) * rank
+  rng = np.random.default_rng(rank)
+  # Ties included: half precision makes many.
+  x = np.asarray(jnp.asarray(rng.standard_normal(shape), dtype))
+  pool = POOLS[op]
+  f = lambda x: pool(x, window, strides, padding, channels_first=True)
+  y, vjp = jax.vjp(jax.jit(f), jnp.asarray(x))
+  # Eighths: exact in half precision and summed exactly in float32, so the
+  # only rounding allowed is the last one.
+  ct = np.asarray(jnp.asarray(rng.integers(-64, 65, y.shape) / 8, dtype))
+  (g,) = vjp(jnp.asarray(ct))
+  sign = 1 if op == "max" else -1
+  xt = torch.tensor(sign * x.astype(np.float64), requires_grad=True)
+  yt = getattr(torch.nn.functional, f"max_pool{rank}d")(
+      xt, window, strides, padding)
+  (sign * yt).backward(torch.tensor(ct.astype(np.float64)))
+  np.testing.assert_array_equal(np.asarray(y, np.float64),
+                                sign * yt.detach().numpy())
+  want = np.asarray(jnp.asarray(sign * xt.grad.numpy(), dtype), np.float64)
+  np.testing.assert_array_equal(np.asarray(g, np.float64), want)
+
+
+@SETTINGS
+@hypothesis.given(case=cases(), op=st.sampled_from(["max", "min"]),
+                  kind=st.sampled_from(["normal", "relu"]),
+                  seed=st.integers(0, 2**31))
+def test_compact_equals_plain_reduce_window(case, op, kind, seed):
+  try:
+    case.spec()
+  except ValueError:
+    hypothesis.assume(False)
+  x = make_input(np.random.default_rng(seed), case, kind)
+  with pytest.MonkeyPatch.context() as patch:
+    _force(patch, Lowering.COMPACT)
+    y, g, _ = value_and_vjp(op, case, x, seed, plain=False)
+  yp, gp, _ = value_and_vjp(op, case, x, seed, plain=True)
+  np.testing.assert_array_equal(y, yp)
+  assert_gradients_close(g, gp, case.dtype)
+
+
+@SETTINGS
+@hypothesis.given(
+    case=cases(dilated=True, torch_padding=True, dtypes=(np.float32,)),
+    kind=st.sampled_from(["relu", "special"]), seed=st.integers(0, 2**31))
+def test_compact_matches_torch_with_nan_and_inf(case, kind, seed):
+  hypothesis.assume(_every_window_touches_input(case))
+  x = make_input(np.random.default_rng(seed), case, kind)
+  with pytest.MonkeyPatch.context() as patch:
+    _force(patch, Lowering.COMPACT)
+    y, g, ct = value_and_vjp("max", case, x, seed, plain=False)
+    _, index = jax.jit(
+        lambda x: _lowering.selected_tap(x, case.spec(), "max"))(x)
+  yt, gt = _torch_vjp("max", case, x, np.asarray(ct))
+  np.testing.assert_array_equal(y, yt)
+  np.testing.assert_allclose(g, gt, rtol=1e-5, atol=1e-5)
+  _, plain_index = jax.jit(lambda x: _lowering.selected_tap(
+      x, case.spec(), "max"))(x)
+  np.testing.assert_array_equal(index, plain_index)
+
+
+def test_plan_takes_compact_for_wide_max_windows():
+  spec = window_spec((8, 300, 3), (257,), 1, 0)
+  for platform in ("cpu", "cuda", "tpu"):
+    assert _lowering.plan(spec, "max", platform).derivative is (
+        Lowering.COMPACT)
+    assert _lowering.plan(spec, "sum", platform).forward is Lowering.PLAIN
+  # Whatever a table says, an unrolled selection this long is not taken.
+  assert _lowering.bounded(Lowering.SLICES, spec, "max") is Lowering.COMPACT
+  assert _lowering.bounded(Lowering.RESHAPE, spec, "max") is Lowering.RESHAPE
+  small = window_spec((8, 32, 32, 3), (3, 3), 2, 1)
+  assert _lowering.bounded(Lowering.TAPS, small, "max") is Lowering.TAPS
+  assert _lowering.compact(window_spec((1, 9, 9, 9, 1), (8, 8, 8), 1, 1))
+  assert not _lowering.compact(window_spec((8, 32, 32, 3), (3, 3), 2, 1))
+
+
+def _hlo_ops(fn, x) -> int:
+  return sum(" = " in line for line in jax.jit(fn).lower(x).as_text()
+             .splitlines())
+
+
+_LARGE = [((8, 8, 8), 2, 4), ((7, 7, 7), 1, 3), ((5, 5, 5), 1, 2),
+          ((3, 3, 3), 1, 1), ((2, 2, 4), 1, 1), ((8, 8), 1, 4), ((8,), 1, 4)]
+
+
+@pytest.mark.parametrize("window,strides,padding", _LARGE, ids=str)
+@pytest.mark.parametrize("name", ["max_pool", "min_pool", "avg_pool",
+                                  "max_pool_with_indices"])
+def test_emitted_hlo_does_not_grow_with_the_window(name, window, strides,
+                                                   padding):
+  """Forward and gradient of windows up to 8 per dim stay small (issue 16:
+  an unrolled 8x8x8 selection was 7000 ops and a minute to compile)."""
+  fn = getattr(jaxpool, name)
+  f = lambda x: fn(x, window, strides, padding, channels_first=True)
+  values = lambda x: jax.tree.leaves(f(x))[0]
+  grad = jax.grad(lambda x: jnp.sum(values(x).astype(np.float32)))
+  x = jax.ShapeDtypeStruct((1, 3) + (17,) * len(window), jnp.bfloat16)
+  # Measured: at most ~900 ops (separable 8x8x8 gradients); unrolled
+  # selections of these windows were 1000 to 6700.
+  assert _hlo_ops(f, x) <= 1000
+  assert _hlo_ops(grad, x) <= 1000

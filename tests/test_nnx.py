@@ -40,8 +40,8 @@ class ModuleEqualsFunctionTest(parameterized.TestCase):
     module = getattr(jpn, name)(**kwargs)
     got, want = self.variant(lambda x: (
         module(x), function_of(name)(x, **kwargs)))(random(shape))
-    chex.assert_shape(got, want.shape)
-    np.testing.assert_array_equal(got, want)
+    chex.assert_trees_all_equal_shapes_and_dtypes(got, want)
+    chex.assert_trees_all_equal(got, want)
 
   @parameterized.named_parameters(*named_cases())
   def test_same_computation_and_gradient(self, name, kwargs, shape):

@@ -297,3 +297,134 @@ def test_int_window_needs_a_batch_dim(fn):
   with pytest.raises(ValueError, match=r"with int window_shape, x must be "
                      r"\(N, \*spatial, C\)"):
     _call(fn, (5, 3), window_shape=2)
+# Sizes beyond what jaxpool can index (int32) raise at once.
+
+HUGE = (2**62, 2**31)
+
+
+def _traced(fn, shape=(2, 6, 6, 3), dtype=jnp.float32):
+  """``fn`` traced on an abstract input: shapes only, nothing computed."""
+  return lambda: jax.eval_shape(fn, jax.ShapeDtypeStruct(shape, dtype))
+
+
+def _huge_cases(h):
+  """``(id, call, pattern)`` for every size argument of every function."""
+  windowed = {
+      "max_pool": jaxpool.max_pool, "min_pool": jaxpool.min_pool,
+      "avg_pool": jaxpool.avg_pool,
+      "max_pool_with_indices": jaxpool.max_pool_with_indices,
+      "pool": functools.partial(jaxpool.pool, init=0.0, reducer=lax.add),
+  }
+  window_args = [
+      ("window_shape", dict(window_shape=(h, 2))),
+      ("strides", dict(window_shape=(2, 2), strides=(1, h))),
+      ("dilation", dict(window_shape=(2, 2), dilation=h)),
+      ("padding", dict(window_shape=(2, 2), padding=h)),
+      ("padding", dict(window_shape=(2, 2), padding=((0, h), (0, 0)))),
+  ]
+  cases = []
+  for name, fn in windowed.items():
+    for arg, kw in window_args:
+      cases.append((f"{name}-{arg}",
+                    _traced(lambda x, fn=fn, kw=kw: fn(x, **kw)), arg))
+  for arg, kw in window_args:
+    if arg != "dilation":
+      cases.append((f"lp_pool-{arg}", _traced(
+          lambda x, kw=kw: jaxpool.lp_pool(x, 2.0, **kw)), arg))
+    cases.append((f"pool_output_shape-{arg}", functools.partial(
+        jaxpool.pool_output_shape, (2, 6, 6, 3), **kw), arg))
+  for name in ("adaptive_max_pool", "adaptive_avg_pool",
+               "adaptive_max_pool_with_indices"):
+    fn = getattr(jaxpool, name)
+    cases += [
+        (f"{name}-int", _traced(lambda x, fn=fn: fn(x, h)), "output_size"),
+        (f"{name}-seq", _traced(lambda x, fn=fn: fn(x, (2, h))),
+         "output_size"),
+    ]
+  cases += [
+      ("spatial_pyramid_pool-levels", _traced(
+          lambda x: jaxpool.spatial_pyramid_pool(x, (1, (2, h)))), "levels"),
+      ("spp_yolo-window_sizes", _traced(
+          lambda x: jaxpool.spp_yolo(x, (5, h))), "window_sizes"),
+      ("sppf-window_size", _traced(lambda x: jaxpool.sppf(x, h)),
+       "window_size"),
+      ("sppf-repeats", _traced(lambda x: jaxpool.sppf(x, 3, h)), "repeats"),
+      ("global_max_pool-spatial_dims", _traced(
+          lambda x: jaxpool.global_max_pool(x, spatial_dims=h)),
+       "spatial_dims"),
+      ("global_avg_pool-spatial_dims", _traced(
+          lambda x: jaxpool.global_avg_pool(x, spatial_dims=h)),
+       "spatial_dims"),
+  ]
+  unpool_args = [
+      ("spatial_shape", dict(spatial_shape=(h, 4))),
+      ("window_shape", dict(window_shape=(h, 2))),
+      ("strides", dict(window_shape=(2, 2), strides=h)),
+      ("padding", dict(window_shape=(2, 2), padding=h)),
+      ("output_size", dict(window_shape=(2, 2), output_size=(h, 4))),
+  ]
+  for arg, kw in unpool_args:
+    cases.append((f"max_unpool-{arg}", lambda kw=kw: jax.eval_shape(
+        lambda x, i: jaxpool.max_unpool(x, i, **kw),
+        jax.ShapeDtypeStruct((2, 2, 2, 3), jnp.float32),
+        jax.ShapeDtypeStruct((2, 2, 2, 3), jnp.int32)), arg))
+  return cases
+
+
+def _run_within(call, seconds: float):
+  """Runs ``call``, raising TimeoutError if it takes over ``seconds``."""
+  import signal  # pylint: disable=g-import-not-at-top
+
+  def expire(*_):
+    raise TimeoutError(f"still running after {seconds} s")
+
+  previous = signal.signal(signal.SIGALRM, expire)
+  signal.setitimer(signal.ITIMER_REAL, seconds)
+  try:
+    call()
+  finally:
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.mark.parametrize("huge", HUGE, ids=["2**62", "2**31"])
+@pytest.mark.parametrize("index", range(len(_huge_cases(2))),
+                         ids=[c[0] for c in _huge_cases(2)])
+def test_huge_size_raises_at_once_naming_it(index, huge):
+  _, call, name = _huge_cases(huge)[index]
+  # Generous for a loaded machine: the check is arithmetic on a few ints;
+  # without it these run for minutes or exhaust memory.
+  with pytest.raises(ValueError, match=name):
+    _run_within(call, 10.0)
+
+
+@pytest.mark.parametrize("call,name", [
+    # Each dim fits int32, the output plane does not.
+    (_traced(lambda x: jaxpool.max_pool(x, (2, 2), 1, 2**17)), "padding"),
+    (_traced(lambda x: jaxpool.adaptive_max_pool(x, (2**16, 2**16))),
+     "output_size"),
+    (_traced(lambda x: jaxpool.spatial_pyramid_pool(x, ((2**16, 2**16),))),
+     "levels"),
+    (lambda: jax.eval_shape(
+        lambda x, i: jaxpool.max_unpool(x, i, (2**16, 2**16)),
+        jax.ShapeDtypeStruct((2, 2, 2, 3), jnp.float32),
+        jax.ShapeDtypeStruct((2, 2, 2, 3), jnp.int32)), "spatial_shape"),
+    (_traced(lambda x: jaxpool.sppf(x, 3, 2**30)), "repeats"),
+])
+def test_huge_plane_raises_at_once_naming_it(call, name):
+  with pytest.raises(ValueError, match=name):
+    _run_within(call, 10.0)
+
+
+def test_sizes_up_to_int32_are_accepted():
+  # The bound is 2**31 - 1 on every size: a window or stride that large is
+  # fine where the input allows it, and an input longer than that is not
+  # rejected for its own size.
+  big = 2**31 - 1
+  assert jaxpool.pool_output_shape((1, 5, 1), (2,), big) == (1, 1, 1)
+  assert jaxpool.pool_output_shape((1, big, 1), (big,)) == (1, 1, 1)
+  with pytest.raises(ValueError, match="window_shape"):
+    jaxpool.pool_output_shape((1, 2**32, 1), (2**31,))
+  assert jaxpool.pool_output_shape((1, 2**32, 1), (4,), 4) == (1, 2**30, 1)
+  with pytest.raises(ValueError, match="padding"):
+    jaxpool.pool_output_shape((1, big, 1), (2,), padding=1)
