@@ -27,7 +27,7 @@ import dataclasses
 import functools
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -44,6 +44,7 @@ from jaxpool._spec import (WindowSpec, check_plane, int_rank, int_tuple,
 from jaxpool._typing import OutputSizeLike
 
 _INDEX = np.int32
+_A = TypeVar("_A", np.ndarray, jax.Array)
 #: Where the gradient of tied maxima goes in :func:`global_max_pool`.
 _TIE_RULES = ("first", "split")
 
@@ -151,7 +152,7 @@ class Bins:
 # One dim of irregular bins.
 
 
-def _along(values: np.ndarray, axis: int, ndim: int) -> np.ndarray:
+def _along(values: _A, axis: int, ndim: int) -> _A:
   """``values`` laid along ``axis`` (and the axes after it) of an ndim array."""
   shape = [1] * ndim
   shape[axis:axis + values.ndim] = values.shape
@@ -483,7 +484,7 @@ def _planned_max(x: jax.Array, *, plan: _Plan) -> jax.Array:
   return _bin_max(x, plan)
 
 
-def bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
+def bin_pool(x: jax.Array, bins: Sequence[Bins | None], method: str,
              channels_first: bool) -> jax.Array:
   """The max or mean over each bin of every spatial dim.
 
@@ -503,6 +504,13 @@ def bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
   if any(b is None or is_symbolic(b.size) for b in bins):
     # Symbolic spatial sizes (jax.export): bins as masks built in the graph.
     return _symbolic_bin_pool(x, bins, method, channels_first)
+  return _concrete_bin_pool(x, [b for b in bins if b is not None], method,
+                            channels_first)
+
+
+def _concrete_bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
+                       channels_first: bool) -> jax.Array:
+  """:func:`bin_pool` for concrete spatial sizes."""
   plan = _plan(x.shape, bins, channels_first)
   if method == "max":
     if all(b.count == 1 and b.lengths[0] == b.size for b in bins) and (
@@ -901,15 +909,16 @@ def adaptive_max_pool_with_indices(
   """
   x = jnp.asarray(x)
   bins = _adaptive_bins(x, output_size, channels_first)
-  for dim, b in enumerate(bins):
-    if b is None or is_symbolic(b.size):
-      raise ValueError(
-          f"adaptive_max_pool_with_indices needs a concrete size of spatial "
-          f"dim {dim} (x), got a symbolic one: export with concrete spatial "
-          f"sizes, or use adaptive_max_pool.")
-  check_plane([b.size for b in bins], "x", "the input's spatial plane")
-  values = bin_pool(x, bins, "max", channels_first)
-  index = _bin_argmax(lax.stop_gradient(x), bins, channels_first)
+  concrete = [b for b in bins if b is not None and not is_symbolic(b.size)]
+  if len(concrete) < len(bins):
+    dim = next(d for d, b in enumerate(bins) if b not in concrete)
+    raise ValueError(
+        f"adaptive_max_pool_with_indices needs a concrete size of spatial "
+        f"dim {dim} (x), got a symbolic one: export with concrete spatial "
+        f"sizes, or use adaptive_max_pool.")
+  check_plane([b.size for b in concrete], "x", "the input's spatial plane")
+  values = bin_pool(x, concrete, "max", channels_first)
+  index = _bin_argmax(lax.stop_gradient(x), concrete, channels_first)
   return values, index
 
 

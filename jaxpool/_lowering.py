@@ -712,7 +712,8 @@ def _take(tap: jax.Array, best: jax.Array, op: str) -> jax.Array:
   return take
 
 
-def _scan_taps(window_taps: Sequence[jax.Array], op: str, first: np.ndarray,
+def _scan_taps(window_taps: Sequence[jax.Array], op: str,
+               first: np.ndarray | jax.Array,
                index_dtype) -> tuple[jax.Array, jax.Array]:
   """PyTorch's loop over the taps, started at ``first`` (the first valid)."""
   best = window_taps[0]
@@ -725,7 +726,7 @@ def _scan_taps(window_taps: Sequence[jax.Array], op: str, first: np.ndarray,
 
 
 def _first_valid(spec: WindowSpec,
-                 ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+                 ranges: Sequence[tuple[int, int]]) -> np.ndarray | jax.Array:
   """``spec.first_valid_tap()`` over ``ranges`` of outputs, broadcastable."""
   if spec.symbolic:  # Symbolic plans select over all outputs at once.
     return _traced_first_valid(spec)

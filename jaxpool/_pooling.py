@@ -232,6 +232,7 @@ def _window_mean(x: jax.Array, spec: WindowSpec, count_include_pad: bool,
                  divisor_override: int | None) -> jax.Array:
   acc, out = accumulation_dtype(x.dtype)
   total = _lowering.window_reduce(x.astype(acc), spec, "sum")
+  divisor: np.ndarray | jax.Array
   if divisor_override is not None:
     divisor = np.asarray(divisor_override, acc)
   elif spec.symbolic:

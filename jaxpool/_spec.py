@@ -277,7 +277,7 @@ def window_tuple(window_shape: Any,
     raise TypeError(
         "window_shape must be a sequence of ints, one per spatial dim, got "
         f"{window_shape!r}.")
-  if not isinstance(window_shape, Sequence):
+  if not isinstance(window_shape, Sequence) and shape is not None:
     return int_tuple(window_shape, int_rank(shape, "window_shape"),
                      "window_shape")
   if not window_shape:

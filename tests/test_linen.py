@@ -351,7 +351,7 @@ def test_example_models_take_their_sizes():
           sum(p.size for p in jax.tree.leaves(variables)))
   # One set of weights: the SPP model's parameters do not depend on the size.
   assert all(len(c) == 1 for c in counts.values()), counts
-  assert len(counts) == 5
+  assert len(counts) == 9  # Models 1-9 of the example.
 
 
 # ---------------------------------------------------------------------------
