@@ -307,15 +307,21 @@ def _run(fn: Callable[..., jax.Array], arrays: tuple[jax.Array, ...],
   chunks, valid = _chunks(arrays, n, b)
   if progress is False:
     return jnp.sum(lax.map(lambda c: fn(*c), chunks + (valid,)), axis=0)
-  from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  try:
+    from tqdm.auto import tqdm  # pylint: disable=g-import-not-at-top
+  except ImportError as e:
+    raise ImportError(
+        "progress needs tqdm (pip install tqdm), or pass progress=False."
+    ) from e
   step = jax.jit(fn)
-  total = None
+  total: jax.Array | None = None
   desc = progress if isinstance(progress, str) else None
   with tqdm(total=n, desc=desc, unit="input", leave=False) as bar:
     for i in range(valid.shape[0]):
       part = step(*(c[i] for c in chunks), valid[i])
       total = part if total is None else total + part
       bar.update(min(b, n - i * b))
+  assert total is not None  # n >= 1: one chunk at least.
   return total
 
 

@@ -47,7 +47,22 @@ FUNCTIONS = {
     "spatial_pyramid_pool": jaxpool.spatial_pyramid_pool,
     "spp_yolo": lambda x: jaxpool.spp_yolo(x, (3, 5)),
     "sppf": lambda x: jaxpool.sppf(x, 3),
+    "adaptive_max_pool_with_indices":
+        lambda x: jaxpool.adaptive_max_pool_with_indices(x, 5)[0],
+    "flatten": jaxpool.flatten,
+    "blur_pool": jaxpool.blur_pool,
+    "max_blur_pool": jaxpool.max_blur_pool,
+    "aps_pool": lambda x: jaxpool.aps_pool(x, 2, window_shape=2),
+    "gem_pool": lambda x: jaxpool.gem_pool(x, 3.0, window_shape=(2, 2)),
 }
+
+#: Public names that are not functions of an array, or not poolings.
+NOT_POOLING = {"force_plain_lowering", "invariance", "pool_output_shape",
+               "tune"}
+
+
+def test_every_public_function_is_exported_here():
+  assert set(jaxpool.__all__) - NOT_POOLING == set(FUNCTIONS)
 
 
 def _input() -> jax.Array:
