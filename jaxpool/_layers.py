@@ -196,20 +196,27 @@ class MaxPoolWithIndices(MaxPool):
 class MaxUnpool(Layer):
   """The arguments of :func:`jaxpool.max_unpool` after ``x`` and ``indices``.
 
-  ``spatial_shape`` may be left ``None`` here and given at each call (as
-  PyTorch's ``MaxUnpool2d`` takes ``output_size``), for maps whose size
-  varies; one given at the call wins.
+  ``spatial_shape`` may be left ``None`` here and given at each call, for
+  maps whose size varies; one given at the call wins. Or, as PyTorch's
+  ``MaxUnpool2d``, give ``window_shape`` (its ``kernel_size``),
+  ``strides`` and ``padding``, and ``output_size`` if needed.
   """
 
   function = staticmethod(jaxpool.max_unpool)
   spatial_shape: Shape | None = None
   _: dataclasses.KW_ONLY
+  window_shape: Shape | None = None
+  strides: IntOrSequence | None = None
+  padding: IntOrSequence = 0
+  output_size: Shape | None = None
   channels_first: bool = False
 
   def __post_init__(self) -> None:
     # Not Layer's: that one makes a field of every keyword of the function,
     # and ``indices`` is the second array, not a field.
-    object.__setattr__(self, "spatial_shape", _frozen(self.spatial_shape))
+    for name in ("spatial_shape", "window_shape", "strides", "padding",
+                 "output_size"):
+      object.__setattr__(self, name, _frozen(getattr(self, name)))
     post_init = getattr(super(Layer, self), "__post_init__", None)
     if post_init is not None:
       post_init()
@@ -219,11 +226,10 @@ class MaxUnpool(Layer):
     """One call of :func:`jaxpool.max_unpool` with these fields."""
     if spatial_shape is None:
       spatial_shape = self.spatial_shape
-    if spatial_shape is None:
-      raise ValueError(
-          "spatial_shape must be given, to the module or to its call.")
-    return self.function(x, indices, spatial_shape,
-                         channels_first=self.channels_first)
+    return self.function(
+        x, indices, spatial_shape, window_shape=self.window_shape,
+        strides=self.strides, padding=self.padding,
+        output_size=self.output_size, channels_first=self.channels_first)
 
 
 @dataclasses.dataclass(eq=False, repr=False)

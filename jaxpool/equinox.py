@@ -38,6 +38,7 @@ import jax
 from jax.typing import ArrayLike
 
 from jaxpool import _layers
+from jaxpool._typing import IntOrSequence
 
 
 class _Pool(eqx.Module):
@@ -239,6 +240,13 @@ class MaxUnpool(eqx.Module, _layers.MaxUnpool):
   """
 
   spatial_shape: tuple[int, ...] | None = eqx.field(static=True, default=None)
+  window_shape: tuple[int, ...] | None = eqx.field(
+      static=True, default=None, kw_only=True)
+  strides: IntOrSequence | None = eqx.field(
+      static=True, default=None, kw_only=True)
+  padding: IntOrSequence = eqx.field(static=True, default=0, kw_only=True)
+  output_size: tuple[int, ...] | None = eqx.field(
+      static=True, default=None, kw_only=True)
   channels_first: bool = eqx.field(static=True, default=False, kw_only=True)
 
   def __call__(self, x: ArrayLike, indices: ArrayLike,

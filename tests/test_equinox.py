@@ -239,3 +239,29 @@ def test_a_class_without_a_field_list_is_refused():
 
 def test_docstring_examples():
   assert_docstring_examples_pass(jpe, eqx=eqx, jax=jax)
+
+
+def test_max_pool_with_indices_and_unpool_modules():
+  x = random((2, 8, 6, 3))
+  pool = jpe.MaxPoolWithIndices((2, 2))
+  y, i = eqx.filter_jit(lambda m, x: m(x))(pool, x)
+  want_y, want_i = jaxpool.max_pool_with_indices(x, (2, 2))
+  np.testing.assert_array_equal(y, want_y)
+  np.testing.assert_array_equal(i, want_i)
+  want = jaxpool.max_unpool(y, i, (8, 6))
+  np.testing.assert_array_equal(jpe.MaxUnpool((8, 6))(y, i), want)
+  np.testing.assert_array_equal(jpe.MaxUnpool()(y, i, (8, 6)), want)
+  # PyTorch's form: the size from the window, stride and padding.
+  np.testing.assert_array_equal(
+      jpe.MaxUnpool(window_shape=(2, 2), output_size=(9, 7))(y, i),
+      jaxpool.max_unpool(y, i, (9, 7)))
+  with pytest.raises(ValueError, match="spatial_shape"):
+    jpe.MaxUnpool()(y, i)
+  assert not jax.tree.leaves(pool)
+  assert not jax.tree.leaves(jpe.MaxUnpool((8, 6)))
+  cotangent = random(want.shape, 1)
+  got_grad = eqx.filter_grad(lambda x, m: jnp.vdot(
+      m(*pool(x)), cotangent))(x, jpe.MaxUnpool((8, 6)))
+  want_grad = jax.grad(lambda x: jnp.vdot(jaxpool.max_unpool(
+      *jaxpool.max_pool_with_indices(x, (2, 2)), (8, 6)), cotangent))(x)
+  np.testing.assert_array_equal(got_grad, want_grad)

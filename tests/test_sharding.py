@@ -221,6 +221,11 @@ ALL_CASES = (
          lambda x: jaxpool.adaptive_max_pool(x, (7, 7)), rows=7,
          keeps_split=False),
     # A global pool reduces across shards: one all-reduce of (N, C).
+    # PyTorch's index of each bin is searched over the bins' elements
+    # gathered side by side: regular bins keep the split.
+    Case("adaptive_max_indices_64_to_8", "adaptive_max_pool_with_indices",
+         lambda x: jaxpool.adaptive_max_pool_with_indices(x, (8, 8)),
+         rows=0),
     Case("global_avg", "global_avg_pool",
          lambda x: jaxpool.global_avg_pool(x), rows=1, forward=REDUCTION,
          backward=REDUCTION, splits=("batch", "spatial", "both"),
