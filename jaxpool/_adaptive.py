@@ -620,12 +620,11 @@ def _masked_max_stage(x: jax.Array, axis: int, bins: Bins) -> jax.Array:
       fold_up_to=0)
 
 
-@_masked_max_stage.defjvp
-def _masked_max_stage_jvp(axis, bins, primals, tangents):
-  # PyTorch's element of each bin (the last NaN if any, else the first
-  # maximum) found by reductions over the masked bins.
-  (x,), (t,) = primals, tangents
-  y = _masked_max_stage(x, axis, bins)
+def _masked_choice(x: jax.Array, y: jax.Array, axis: int,
+                   bins: Bins) -> tuple[jax.Array, jax.Array]:
+  """PyTorch's element of each bin along ``axis`` (the last NaN if any,
+  else the first maximum ``y``), found by reductions over the masked bins:
+  its index along ``axis``, int32, and the elements' indices."""
   mask, element = _membership(axis, x.ndim, bins)
   xe = jnp.expand_dims(x, axis)
   none = _INDEX(np.iinfo(_INDEX).max)
@@ -633,7 +632,14 @@ def _masked_max_stage_jvp(axis, bins, primals, tangents):
                             element, none), axis=axis + 1)
   last_nan = jnp.max(jnp.where(mask & (xe != xe), element, _INDEX(-1)),
                      axis=axis + 1)
-  chosen = jnp.where(last_nan >= 0, last_nan, first)
+  return jnp.where(last_nan >= 0, last_nan, first), element
+
+
+@_masked_max_stage.defjvp
+def _masked_max_stage_jvp(axis, bins, primals, tangents):
+  (x,), (t,) = primals, tangents
+  y = _masked_max_stage(x, axis, bins)
+  chosen, element = _masked_choice(x, y, axis, bins)
   t_out = jnp.sum(jnp.where(element == jnp.expand_dims(chosen, axis + 1),
                             jnp.expand_dims(t, axis), np.zeros((), t.dtype)),
                   axis=axis + 1)
@@ -670,6 +676,38 @@ def _symbolic_bin_pool(x: jax.Array, bins: Sequence[Bins | None],
     lengths = _edges(b.ends) - _edges(b.starts)
     counts = counts * _along(lengths.astype(acc), axis, x.ndim)
   return (total / counts).astype(out)
+
+
+def _symbolic_bin_argmax(x: jax.Array, bins: Sequence[Bins | None],
+                         channels_first: bool) -> jax.Array:
+  """:func:`_bin_argmax` for symbolic sizes; a None bin keeps its dim.
+
+  Dims are reduced last first, each keeping its element's index and the
+  flat index, within the later dims, that the element carries: the first
+  maximum of a stage of first maxima is the row-major first maximum, and
+  the last NaN of a stage of last NaNs the row-major last NaN.
+  """
+  axes, _ = layout_axes(x.shape, len(bins), channels_first)
+  index = None
+  stride: Any = 1
+  for axis, b in reversed(tuple(zip(axes, bins))):
+    if b is None:
+      size = x.shape[axis]
+      chosen = lax.broadcasted_iota(_INDEX, x.shape, axis)
+      picked = index
+    else:
+      size = b.size
+      y = _masked_max_stage(x, axis, b)
+      chosen, element = _masked_choice(x, y, axis, b)
+      picked = None if index is None else jnp.sum(jnp.where(
+          element == jnp.expand_dims(chosen, axis + 1),
+          jnp.expand_dims(index, axis), _INDEX(0)), axis=axis + 1)
+      x = y
+    scaled = chosen * _lowering.size_value(stride, _INDEX)
+    index = scaled if picked is None else scaled + picked
+    stride = stride * size
+  assert index is not None
+  return index
 
 
 # ---------------------------------------------------------------------------
@@ -902,20 +940,15 @@ def adaptive_max_pool_with_indices(
   Raises:
     ValueError: for an empty, zero, negative or too large ``output_size``,
       an empty spatial dim, a spatial plane of more than ``2**31 - 1``
-      elements, ``x`` with too few dims, or symbolic spatial sizes
-      (``jax.export``: the indices are gathered from tables of the bins;
-      ``adaptive_max_pool`` and ``max_pool_with_indices`` export with
-      symbolic sizes).
+      elements, or ``x`` with too few dims.
   """
   x = jnp.asarray(x)
   bins = _adaptive_bins(x, output_size, channels_first)
   concrete = [b for b in bins if b is not None and not is_symbolic(b.size)]
   if len(concrete) < len(bins):
-    dim = next(d for d, b in enumerate(bins) if b not in concrete)
-    raise ValueError(
-        f"adaptive_max_pool_with_indices needs a concrete size of spatial "
-        f"dim {dim} (x), got a symbolic one: export with concrete spatial "
-        f"sizes, or use adaptive_max_pool.")
+    # Symbolic spatial sizes (jax.export): bins as masks built in the graph.
+    return (bin_pool(x, bins, "max", channels_first),
+            _symbolic_bin_argmax(lax.stop_gradient(x), bins, channels_first))
   check_plane([b.size for b in concrete], "x", "the input's spatial plane")
   values = bin_pool(x, concrete, "max", channels_first)
   index = _bin_argmax(lax.stop_gradient(x), concrete, channels_first)

@@ -240,6 +240,12 @@ OTHERS = {
     "unpool_to_input_size": (lambda x: jaxpool.max_unpool(
         *jaxpool.max_pool_with_indices(x, 3, 2, 1), x.shape[1:3]),
                              "b, h, w, 3", True),
+    "adaptive_max_pool_with_indices": (
+        lambda x: jaxpool.adaptive_max_pool_with_indices(x, (3, 5)),
+        "b, h, w, 3", True),
+    "adaptive_max_pool_with_indices_keep": (
+        lambda x: jaxpool.adaptive_max_pool_with_indices(
+            x, (None, 4), channels_first=True), "b, 2, h, w", True),
     "flatten": (jaxpool.flatten, "b, h, w, 3", True),
     "flatten_channels_first": (lambda x: jaxpool.flatten(
         x, "hwc", channels_first=True), "b, 3, h, w", True),
@@ -334,14 +340,12 @@ def _module_configs(api):
       "flatten": api.Flatten(),
       "blur": api.BlurPool(3, 2),
       "max_blur": api.MaxBlurPool(3, 2),
+      "adaptive_max_indices": api.AdaptiveMaxPoolWithIndices((3, 4)),
   }
 
 
 #: Modules whose functions need concrete spatial sizes, with the message.
-CONCRETE_ONLY = {
-    "AdaptiveMaxPoolWithIndices": (lambda api: api.AdaptiveMaxPoolWithIndices(
-        3), "adaptive_max_pool_with_indices needs a concrete size"),
-}
+CONCRETE_ONLY: dict[str, tuple] = {}
 
 
 def _run_all(configs, x, call):
