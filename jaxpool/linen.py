@@ -174,6 +174,8 @@ class MaxPoolWithIndices(_layers.MaxPoolWithIndices, _Pool):
   ``MaxPool2d(..., return_indices=True)``.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import MaxPoolWithIndices
     >>> y, i = MaxPoolWithIndices((2, 2)).apply({}, jnp.ones((8, 32, 32, 3)))
     >>> y.shape, i.dtype
     ((8, 16, 16, 3), dtype('int32'))
@@ -187,6 +189,8 @@ class MaxUnpool(_layers.MaxUnpool, nn.Module):
   ``output_size``) for maps whose size varies.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import MaxPoolWithIndices, MaxUnpool
     >>> x = jnp.ones((8, 32, 32, 3))
     >>> y, i = MaxPoolWithIndices((2, 2)).apply({}, x)
     >>> MaxUnpool().apply({}, y, i, x.shape[1:3]).shape
@@ -203,6 +207,8 @@ class Flatten(_layers.Flatten, _Pool):
   order (``"chw"``) from channels-last maps.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import Flatten
     >>> Flatten().apply({}, jnp.ones((8, 7, 7, 512))).shape
     (8, 25088)
   """
@@ -212,6 +218,8 @@ class BlurPool(_layers.BlurPool, _Pool):
   """Blur pooling, :func:`jaxpool.blur_pool`, as a Linen module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import BlurPool
     >>> BlurPool(4, 2).apply({}, jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
 
@@ -224,6 +232,8 @@ class MaxBlurPool(_layers.MaxBlurPool, _Pool):
   """Max-blur pooling, :func:`jaxpool.max_blur_pool`, as a Linen module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import MaxBlurPool
     >>> MaxBlurPool(4, 2).apply({}, jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
 
@@ -236,6 +246,8 @@ class ApsPool(_layers.ApsPool, _Pool):
   """Adaptive polyphase sampling, :func:`jaxpool.aps_pool`, in Linen.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import ApsPool
     >>> ApsPool(2, window_shape=2).apply({}, jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
 
@@ -252,6 +264,8 @@ class AdaptiveMaxPoolWithIndices(_layers.AdaptiveMaxPoolWithIndices, _Pool):
   :func:`jaxpool.max_unpool`.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import AdaptiveMaxPoolWithIndices
     >>> y, i = AdaptiveMaxPoolWithIndices((7, 7)).apply(
     ...     {}, jnp.ones((8, 13, 13, 64)))
     >>> i.shape

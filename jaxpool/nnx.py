@@ -172,6 +172,8 @@ class MaxPoolWithIndices(_layers.MaxPoolWithIndices, _Pool):
   ``MaxPool2d(..., return_indices=True)``.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import MaxPoolWithIndices
     >>> y, i = MaxPoolWithIndices((2, 2))(jnp.ones((8, 32, 32, 3)))
     >>> y.shape, i.dtype
     ((8, 16, 16, 3), dtype('int32'))
@@ -185,6 +187,8 @@ class MaxUnpool(_layers.MaxUnpool, nnx.Module):
   ``output_size``) for maps whose size varies.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import MaxPoolWithIndices, MaxUnpool
     >>> x = jnp.ones((8, 32, 32, 3))
     >>> y, i = MaxPoolWithIndices((2, 2))(x)
     >>> MaxUnpool()(y, i, x.shape[1:3]).shape
@@ -201,6 +205,8 @@ class Flatten(_layers.Flatten, _Pool):
   order (``"chw"``) from channels-last maps.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import Flatten
     >>> Flatten()(jnp.ones((8, 7, 7, 512))).shape
     (8, 25088)
   """
@@ -210,6 +216,8 @@ class BlurPool(_layers.BlurPool, _Pool):
   """Blur pooling, :func:`jaxpool.blur_pool`, as an NNX module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import BlurPool
     >>> BlurPool(4, 2)(jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
 
@@ -222,6 +230,8 @@ class MaxBlurPool(_layers.MaxBlurPool, _Pool):
   """Max-blur pooling, :func:`jaxpool.max_blur_pool`, as an NNX module.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import MaxBlurPool
     >>> MaxBlurPool(4, 2)(jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
 
@@ -234,6 +244,8 @@ class ApsPool(_layers.ApsPool, _Pool):
   """Adaptive polyphase sampling, :func:`jaxpool.aps_pool`, in NNX.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import ApsPool
     >>> ApsPool(2, window_shape=2)(jnp.ones((8, 32, 32, 3))).shape
     (8, 16, 16, 3)
 
@@ -250,6 +262,8 @@ class AdaptiveMaxPoolWithIndices(_layers.AdaptiveMaxPoolWithIndices, _Pool):
   :func:`jaxpool.max_unpool`.
 
   Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import AdaptiveMaxPoolWithIndices
     >>> y, i = AdaptiveMaxPoolWithIndices((7, 7))(jnp.ones((8, 13, 13, 64)))
     >>> i.shape
     (8, 7, 7, 64)
