@@ -23,7 +23,7 @@ from jax.typing import ArrayLike
 from jaxpool._adaptive import spatial_rank
 from jaxpool._pooling import accumulation_dtype, max_pool
 from jaxpool._sharding import partitioned
-from jaxpool._spec import WindowSpec, int_tuple, window_spec
+from jaxpool._spec import WindowSpec, int_tuple, is_symbolic, window_spec
 from jaxpool._typing import IntOrSequence
 
 #: Padding modes and what ``jnp.pad`` calls them: PyTorch's ReflectionPad,
@@ -69,6 +69,26 @@ def pad_axis(x: jax.Array, axis: int, low: int, high: int,
   """``x`` padded along ``axis`` alone, in a ``jnp.pad`` mode."""
   if not low and not high:
     return x
+  n = x.shape[axis]
+  if mode == "wrap" and is_symbolic(n):
+    # jnp.pad's wrap compares sizes with the widths, which a symbolic size
+    # cannot answer; the widths are at most a window, so one copy suffices
+    # where the constraints promise the size is at least that.
+    width = max(low, high)
+    try:
+      enough = n >= width
+    except jax.errors.InconclusiveDimensionOperation:
+      enough = False
+    if not enough:
+      raise ValueError(
+          f"x: circular padding by {width} needs spatial size {n} >= "
+          f"{width}; add the constraint '{n} >= {width}' to the symbolic "
+          f"shape (jax.export.symbolic_shape(..., constraints=...)).")
+    parts = [lax.slice_in_dim(x, n - low, n, axis=axis)] if low else []
+    parts.append(x)
+    if high:
+      parts.append(lax.slice_in_dim(x, 0, high, axis=axis))
+    return lax.concatenate(parts, axis)
   widths = [(0, 0)] * x.ndim
   widths[axis] = (low, high)
   return jnp.pad(x, widths, mode=mode)
@@ -95,12 +115,9 @@ def blur(x: jax.Array, spec: WindowSpec, mode: str) -> jax.Array:
       continue
     # Pascal rows are symmetric: add mirrored taps first, one product each.
     weights = binomial_filter(k)
-    total = None
-    for j in range((k + 1) // 2):
-      pair = taps[j] if j == k - 1 - j else taps[j] + taps[k - 1 - j]
-      term = pair * np.asarray(weights[j], acc)
-      total = term if total is None else total + term
-    x = total
+    terms = [(taps[j] if j == k - 1 - j else taps[j] + taps[k - 1 - j])
+             * np.asarray(weights[j], acc) for j in range((k + 1) // 2)]
+    x = sum(terms[1:], terms[0])
   return x
 
 

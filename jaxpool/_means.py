@@ -89,14 +89,14 @@ def _static_int(value: Any) -> int | None:
   """``value`` as an int if it is a Python or NumPy integer-valued number."""
   if isinstance(value, numbers.Real) and not isinstance(value, bool) and (
       float(value).is_integer()):
-    return int(value)
+    return int(float(value))
   return None
 
 
 def _check_eps(eps: Any) -> float:
   if isinstance(eps, (bool, np.bool_)) or not isinstance(eps, numbers.Real):
     raise TypeError(f"eps must be a real number, got {eps!r}.")
-  if not (math.isfinite(eps) and eps > 0):
+  if not (math.isfinite(eps) and float(eps) > 0):
     raise ValueError(f"eps must be finite and > 0, got {eps!r}.")
   return float(eps)
 
@@ -285,6 +285,7 @@ def gem_pool(x: ArrayLike, p: ArrayLike = 3.0, eps: float = 1e-6, *,
   xa = x.astype(acc)
   clamped = jnp.where(xa < eps, np.asarray(eps, acc), xa)
   power = _static_int(p)
+  root: jax.Array | np.ndarray
   if power is not None:
     powered = lax.integer_pow(clamped, power)
     root = np.asarray(1 / power, acc)

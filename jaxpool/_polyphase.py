@@ -23,7 +23,8 @@ from jaxpool._adaptive import spatial_rank
 from jaxpool._blur import blur, filter_padding, pad_axis
 from jaxpool._pooling import accumulation_dtype, max_pool
 from jaxpool._sharding import partitioned
-from jaxpool._spec import WindowSpec, int_tuple, layout_axes, window_spec
+from jaxpool._spec import (WindowSpec, int_tuple, is_symbolic, layout_axes,
+                           window_spec)
 from jaxpool._typing import IntOrSequence
 
 
@@ -31,7 +32,7 @@ def _check_norm_ord(norm_ord: Any) -> float:
   if isinstance(norm_ord, (bool, np.bool_)) or not isinstance(
       norm_ord, numbers.Real):
     raise TypeError(f"norm_ord must be a real number, got {norm_ord!r}.")
-  if not norm_ord > 0:
+  if not float(norm_ord) > 0:
     raise ValueError(f"norm_ord must be > 0 (or inf), got {norm_ord!r}.")
   return float(norm_ord)
 
@@ -41,6 +42,18 @@ def _circular(x: jax.Array, axes: tuple[int, ...],
   for axis, (lo, hi) in zip(axes, pads):
     x = pad_axis(x, axis, lo, hi, "wrap")
   return x
+
+
+def _wrap_to_multiple(x: jax.Array, axis: int, stride: int) -> jax.Array:
+  """``x`` padded circularly at the end of ``axis`` to a multiple of
+  ``stride``; the width, symbolic with the size, is cut from one at most."""
+  n = x.shape[axis]
+  if not is_symbolic(n):
+    return pad_axis(x, axis, 0, -n % stride, "wrap")
+  if stride == 1:
+    return x
+  x = pad_axis(x, axis, 0, stride - 1, "wrap")
+  return lax.slice_in_dim(x, 0, -(-n // stride) * stride, axis=axis)
 
 
 def _power_sum(component: jax.Array, batch: int, p: float) -> jax.Array:
@@ -146,31 +159,31 @@ def aps_pool(x: ArrayLike, strides: IntOrSequence = 2, *,
     Chaman & Dokmanić 2021, "Truly Shift-Invariant Convolutional Neural
     Networks" (CVPR); github.com/achaman2/truly_shift_invariant_cnns.
   """
-  x = jnp.asarray(x)
+  y = jnp.asarray(x)
   p = _check_norm_ord(norm_ord)
-  rank = spatial_rank(x.shape, (strides, window_shape, filter_size),
+  rank = spatial_rank(y.shape, (strides, window_shape, filter_size),
                       "strides, window_shape and filter_size")
   strides = int_tuple(strides, rank, "strides")
   window = int_tuple(window_shape, rank, "window_shape")
   filters = int_tuple(filter_size, rank, "filter_size")
-  axes, _ = layout_axes(x.shape, rank, channels_first)
-  if 0 in (x.shape[a] for a in axes):
-    raise ValueError(f"x must have non-empty spatial dims, got {x.shape}.")
+  axes, _ = layout_axes(y.shape, rank, channels_first)
+  if 0 in (y.shape[a] for a in axes):
+    raise ValueError(f"x must have non-empty spatial dims, got {y.shape}.")
 
   if any(k > 1 for k in window):
-    x = _circular(x, axes, tuple((0, k - 1) for k in window))
-    x = max_pool(x, window, 1, channels_first=channels_first)
+    y = _circular(y, axes, tuple((0, k - 1) for k in window))
+    y = max_pool(y, window, 1, channels_first=channels_first)
   if any(k > 1 for k in filters):
-    spec = window_spec(x.shape, filters, 1,
+    spec = window_spec(y.shape, filters, 1,
                        tuple(filter_padding(k) for k in filters),
                        channels_first=channels_first)
-    x = blur(x, spec, "wrap").astype(accumulation_dtype(x.dtype)[1])
-  x = _circular(x, axes, tuple((0, -x.shape[a] % s)
-                               for a, s in zip(axes, strides)))
-  spec = window_spec(x.shape, strides, strides,
+    y = blur(y, spec, "wrap").astype(accumulation_dtype(y.dtype)[1])
+  for a, s in zip(axes, strides):
+    y = _wrap_to_multiple(y, a, s)
+  spec = window_spec(y.shape, strides, strides,
                      channels_first=channels_first)
 
-  components = polyphase_components(x, spec)
+  components = polyphase_components(y, spec)
   if len(components) == 1:
     return components[0]
   batch = min(axes + (spec.channel_axis,))

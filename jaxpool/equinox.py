@@ -282,3 +282,46 @@ class Flatten(_Pool, _layers.Flatten):
     >>> Flatten()(jnp.ones((8, 7, 7, 512))).shape
     (8, 25088)
   """
+
+
+class BlurPool(_Pool, _layers.BlurPool):
+  """Blur pooling, :func:`jaxpool.blur_pool`, as an Equinox module.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import BlurPool
+    >>> BlurPool(4, 2)(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+
+  References:
+    Zhang 2019, "Making Convolutional Networks Shift-Invariant Again".
+  """
+
+
+class MaxBlurPool(_Pool, _layers.MaxBlurPool):
+  """Max-blur pooling, :func:`jaxpool.max_blur_pool`, as an Equinox module.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import MaxBlurPool
+    >>> MaxBlurPool(4, 2)(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+
+  References:
+    Zhang 2019, "Making Convolutional Networks Shift-Invariant Again".
+  """
+
+
+class ApsPool(_Pool, _layers.ApsPool):
+  """Adaptive polyphase sampling, :func:`jaxpool.aps_pool`, in Equinox.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import ApsPool
+    >>> ApsPool(2, window_shape=2)(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+
+  References:
+    Chaman & Dokmanić 2021, "Truly Shift-Invariant Convolutional Neural
+    Networks".
+  """

@@ -249,6 +249,20 @@ OTHERS = {
     "flatten": (jaxpool.flatten, "b, h, w, 3", True),
     "flatten_channels_first": (lambda x: jaxpool.flatten(
         x, "hwc", channels_first=True), "b, 3, h, w", True),
+    "blur_reflect": (lambda x: jaxpool.blur_pool(x, 3, 2), "b, h, w, 2",
+                     False),
+    "blur_zero": (lambda x: jaxpool.blur_pool(
+        x, 4, 2, padding="zero", channels_first=True), "b, 2, h, w", False),
+    "max_blur": (lambda x: jaxpool.max_blur_pool(x, 4, 2), "b, h, w, 2",
+                 False),
+    # Odd sizes (19, 17) wrap around to a multiple of the stride.
+    "aps": (jaxpool.aps_pool, "b, h, w, 2", True),
+    "aps_max_blur": (lambda x: jaxpool.aps_pool(
+        x, 2, window_shape=2, filter_size=3, channels_first=True),
+                     "b, 2, h, w", False),
+    "gem": (lambda x: jaxpool.gem_pool(x, 3.0, window_shape=(3, 3),
+                                       strides=2), "b, h, w, 2", False),
+    "gem_global": (jaxpool.gem_pool, "b, h, w, 3", False),
 }
 
 
@@ -340,6 +354,7 @@ def _module_configs(api):
       "flatten": api.Flatten(),
       "blur": api.BlurPool(3, 2),
       "max_blur": api.MaxBlurPool(3, 2),
+      "aps": api.ApsPool(2, window_shape=2, filter_size=3),
       "adaptive_max_indices": api.AdaptiveMaxPoolWithIndices((3, 4)),
   }
 

@@ -19,10 +19,17 @@ from absl.testing import parameterized
 
 import jaxpool
 from jaxpool import nnx as jpn
-from test_linen import (FUNCTIONS, assert_docstring_examples_pass,
+from test_linen import (FUNCTIONS, PAIRED, assert_docstring_examples_pass,
                          assert_same_computation,
                          assert_takes_the_function_keywords, cross_entropy,
                          function_of, named_cases, pools_by_functions, random)
+
+
+def test_every_module_is_in_the_table():
+  public = {n for n, v in vars(jpn).items()
+            if isinstance(v, type) and issubclass(v, nnx.Module)
+            and v.__module__ == jpn.__name__ and not n.startswith("_")}
+  assert public == set(FUNCTIONS) | set(PAIRED)
 
 
 @pytest.mark.parametrize("name", sorted(FUNCTIONS))

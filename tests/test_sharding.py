@@ -253,6 +253,21 @@ ALL_CASES = (
     # Flattening a split map into one vector per example regroups it.
     Case("flatten_chw", "flatten", jaxpool.flatten, rows=64,
          forward=REGROUP, backward=REGROUP, keeps_split=False),
+    # A blur is a stride-2 windowed sum: halos of its taps.
+    Case("blur_4_zero", "blur_pool",
+         lambda x: jaxpool.blur_pool(x, 4, 2, padding="zero")),
+    Case("blur_3_reflect", "blur_pool", lambda x: jaxpool.blur_pool(x, 3, 2)),
+    Case("max_blur_3", "max_blur_pool",
+         lambda x: jaxpool.max_blur_pool(x, 3, 2, padding="zero")),
+    # The component's norm sums over the whole example: one all-reduce.
+    Case("aps_2", "aps_pool", jaxpool.aps_pool, rows=1,
+         forward=HALO | REDUCTION, backward=HALO | REDUCTION),
+    Case("gem_3x3_s2_p1", "gem_pool",
+         lambda x: jaxpool.gem_pool(jnp.abs(x), 3.0, window_shape=(3, 3),
+                                    strides=2, padding=1)),
+    Case("gem_global", "gem_pool", lambda x: jaxpool.gem_pool(jnp.abs(x)),
+         rows=1, forward=REDUCTION, backward=REDUCTION,
+         splits=("batch", "spatial", "both"), keeps_split=False),
 )
 # Cases for functions the package does not export are left out; the
 # coverage test below fails if an exported function has no case.
