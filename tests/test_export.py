@@ -400,3 +400,11 @@ def test_linen_modules():
 
 def test_nnx_modules():
   _check_modules(jpn, nnx.Module, lambda m, *args: m(*args))
+
+
+def test_circular_padding_wider_than_a_symbolic_size_raises():
+  fn = jax.jit(lambda x: jaxpool.aps_pool(x, 2, window_shape=3))
+  with pytest.raises(ValueError, match="constraint 'h >= 2'"):
+    export.export(fn)(symbolic("b, h, w, 2", minimum=1))
+  # With the constraint, it exports.
+  export.export(fn)(symbolic("b, h, w, 2", minimum=2))
