@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import jax
+import jax.export  # not imported by `import jax` in every supported version
 import numpy as np
 from jax._src import core as _core
 
