@@ -51,6 +51,11 @@ gradient: no select-and-scatter is ever emitted, dilation included, and
 forward-mode, reverse-mode and higher-order derivatives all work. The
 selection is computed once, by the JVP rule, and only when differentiating.
 
+With stride 1 the tangent is :func:`_selected_tangent`, whose transpose
+is one loop per pool over the cotangent and index padded once (chains of
+pools, SPPF: each pool's gradient is written once, not re-added in every
+tap of the pool before it).
+
 The selection never pads the input as a whole either: XLA does not fuse a
 pad with several users, so the outputs are cut into the interior, whose
 windows need no padding, and thin border strips padded on their own.
@@ -1087,7 +1092,7 @@ def _selected_tangent(t: jax.Array, spec: WindowSpec,
   spread = spec.full([(lo, hi, 0) for lo, hi in config], (0, 0, 0))
   # The index of an output outside the outputs matches no tap.
   marked = lax.pad(index, np.array(-1, index.dtype), spread)
-  total = None
+  terms = []
   for tap, offsets in enumerate(np.ndindex(*spec.window)):
     place = [(0, 0, 0)] * t.ndim
     for axis, k, m, d in zip(spec.spatial_axes, spec.window, offsets,
@@ -1096,7 +1101,8 @@ def _selected_tangent(t: jax.Array, spec: WindowSpec,
     shifted = lax.pad(t, jnp.zeros((), t.dtype), place)
     term = lax.select(marked == np.array(tap, index.dtype), shifted,
                       jnp.zeros(shifted.shape, t.dtype))
-    total = term if total is None else total + term
+    terms.append(term)
+  total = functools.reduce(lax.add, terms)
   crop = spec.full([(-lo, -hi, 0) for lo, hi in config], (0, 0, 0))
   return lax.pad(total, jnp.zeros((), t.dtype), crop)
 
