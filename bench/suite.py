@@ -191,6 +191,46 @@ def _spp(shape, quick_shape, levels=(1, 2, 4)) -> Case:
       flax, None, torch_fn, "max per bin", needs="spatial_pyramid_pool")
 
 
+def _chain(name: str, shape, quick_shape) -> Case:
+  """SPPF (three chained 5x5/1 max pools) or YOLO's SPP (5, 9, 13 /1),
+  each stacked with ``x`` on the channels."""
+  if name == "SPPF":
+    windows, chained = (5, 5, 5), True
+    ours = lambda x: jaxpool.sppf(x, 5, 3)
+  else:
+    windows, chained = (5, 9, 13), False
+    ours = lambda x: jaxpool.spp_yolo(x, windows)
+
+  def stacked(x, pool):
+    outs = [x]
+    for k in windows:
+      outs.append(pool(outs[-1] if chained else x, k))
+    return outs
+
+  def flax(x):
+    pool = lambda y, k: _flax().max_pool(y, (k, k), (1, 1), "SAME")
+    return jnp.concatenate(stacked(x, pool), axis=-1)
+
+  def torch_fn(torch, x):
+    f = torch.nn.functional
+    return torch.cat(stacked(x, lambda y, k: f.max_pool2d(y, k, 1, k // 2)),
+                     dim=1)
+
+  return Case(f"{name} {shape[1]}x{shape[2]}x{shape[3]}", shape, quick_shape,
+              ours, flax, None, torch_fn,
+              needs="sppf" if name == "SPPF" else "spp_yolo")
+
+
+def _adaptive_max(shape, quick_shape, o: int) -> Case:
+  return Case(
+      f"adaptive max {shape[1]}->{o}", shape, quick_shape,
+      lambda x: jaxpool.adaptive_max_pool(x, o),
+      # One max per bin would be o * o (961) reductions: too slow to compile.
+      None, lambda: _eqx().nn.AdaptiveMaxPool2d(o),
+      lambda torch, x: torch.nn.functional.adaptive_max_pool2d(x, o),
+      needs="adaptive_max_pool")
+
+
 def cases() -> list[Case]:
   """The suite: the issue's cases, full and quick input shapes."""
   img, img_q = (32, 56, 56, 64), (8, 28, 28, 32)
@@ -212,6 +252,14 @@ def cases() -> list[Case]:
                 (4, 112, 112, 64), 3, 2, 1),
       _windowed("VGG pool1 max 2x2/2", "max", (8, 224, 224, 64),
                 (1, 224, 224, 64), 2, 2),
+      # YOLOv5/v8's SPPF and SPP (issue 11), at the P5 shape and two more.
+      _chain("SPPF", (16, 20, 20, 512), (2, 20, 20, 64)),
+      _chain("SPPF", (8, 40, 40, 256), (2, 40, 40, 32)),
+      _chain("SPPF", (8, 256, 256, 16), (1, 64, 64, 16)),
+      _chain("YOLO SPP", (16, 20, 20, 512), (2, 20, 20, 64)),
+      _chain("YOLO SPP", (8, 40, 40, 256), (2, 40, 40, 32)),
+      _chain("YOLO SPP", (8, 256, 256, 16), (1, 64, 64, 16)),
+      _adaptive_max((8, 64, 64, 64), (2, 64, 64, 16), 31),
   ]
 
 

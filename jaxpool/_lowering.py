@@ -51,6 +51,11 @@ gradient: no select-and-scatter is ever emitted, dilation included, and
 forward-mode, reverse-mode and higher-order derivatives all work. The
 selection is computed once, by the JVP rule, and only when differentiating.
 
+With stride 1 the tangent is :func:`_selected_tangent`, whose transpose
+is one loop per pool over the cotangent and index padded once (chains of
+pools, SPPF: each pool's gradient is written once, not re-added in every
+tap of the pool before it).
+
 The selection never pads the input as a whole either: XLA does not fuse a
 pad with several users, so the outputs are cut into the interior, whose
 windows need no padding, and thin border strips padded on their own.
@@ -323,6 +328,26 @@ def use_plan(chosen: Plan | None) -> Iterator[None]:
     yield
   finally:
     _state.plan = previous
+
+
+@contextlib.contextmanager
+def spread_tangents(enabled: bool = True) -> Iterator[None]:
+  """Whether stride-1 max/min derivatives traced inside the block take
+  :func:`_selected_tangent` (the default) or the per-tap select they took
+  before it (tests and ``bench.chains --versus-previous`` compare them).
+
+  Args:
+    enabled: whether to take ``_selected_tangent``.
+
+  Yields:
+    nothing.
+  """
+  previous = getattr(_state, "spread", True)
+  _state.spread = bool(enabled)
+  try:
+    yield
+  finally:
+    _state.spread = previous
 
 
 @contextlib.contextmanager
@@ -1029,6 +1054,59 @@ def _select_blocks(t: jax.Array, spec: WindowSpec,
   return jnp.sum(jnp.where(mask, blocks, jnp.zeros((), t.dtype)), axis=axes)
 
 
+def _spread_config(spec: WindowSpec) -> list[tuple[int, int]]:
+  """Per spatial dim of a stride-1 window, the pad ``(low, high)`` (either
+  may be negative: a crop) that turns the outputs' extent into the span of
+  every output reading any input: ``(window - 1) * dilation`` before the
+  first input to the last, ``in + (window - 1) * dilation`` long."""
+  config = []
+  for n, k, d, (lo, _), o in zip(spec.in_shape, spec.window, spec.dilation,
+                                 spec.total_padding, spec.out_shape):
+    span = n + (k - 1) * d
+    first = lo - (k - 1) * d  # The output read by input 0's last tap.
+    config.append((-first, span - o + first))
+  return config
+
+
+def _spread_ok(spec: WindowSpec) -> bool:
+  """Whether :func:`_selected_tangent` applies: stride 1, concrete sizes."""
+  return not spec.symbolic and all(s == 1 for s in spec.strides)
+
+
+def _selected_tangent(t: jax.Array, spec: WindowSpec,
+                      index: jax.Array) -> jax.Array:
+  """Per window of a stride-1 ``spec``, the tangent at tap ``index``.
+
+  The same values as ``_select_taps(_tangent_taps(t, spec), index)``, but
+  written so that JAX's transpose of it (the gradient) is one loop over
+  the input: the cotangent and the index are padded once, each to the span
+  of outputs that read any input (:func:`_spread_config`), and every tap's
+  contribution to an input is a slice of those two padded arrays. A pad
+  with several users is never fused by XLA, so both are written once, and
+  the loop reads them, not the cotangent's producer (in a chain of pools,
+  the next pool's gradient loop): per tap, XLA:CPU would otherwise keep the
+  gradient as separate tap arrays and re-add them in every tap of the
+  pool before (a chain of three 5x5 pools cost twelve single pools).
+  """
+  config = _spread_config(spec)
+  spread = spec.full([(lo, hi, 0) for lo, hi in config], (0, 0, 0))
+  # The index of an output outside the outputs matches no tap.
+  marked = lax.pad(index, np.array(-1, index.dtype), spread)
+  terms = []
+  for tap, offsets in enumerate(np.ndindex(*spec.window)):
+    place = [(0, 0, 0)] * t.ndim
+    for axis, k, m, d in zip(spec.spatial_axes, spec.window, offsets,
+                             spec.dilation):
+      place[axis] = ((k - 1 - m) * d, m * d, 0)
+    shifted = lax.pad(t, jnp.zeros((), t.dtype), place)
+    term = lax.select(marked == np.array(tap, index.dtype), shifted,
+                      jnp.zeros(shifted.shape, t.dtype))
+    terms.append(term)
+  total = functools.reduce(lax.add, terms)
+  crop = spec.full([(-lo, -hi, 0) for lo, hi in config], (0, 0, 0))
+  return lax.pad(total, jnp.zeros((), t.dtype), crop)
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3, 4))
 def _extremum(x: jax.Array, spec: WindowSpec, op: str, forward: Lowering,
               derivative: Lowering) -> jax.Array:
@@ -1061,6 +1139,10 @@ def _extremum_jvp(spec, op, forward, derivative, primals, tangents):
     y, index = _blocks_selection(x, spec, op)
     return y, _select_blocks(t, spec, index)
   y, index = _slices_selection(x, spec, op)
+  if _spread_ok(spec) and getattr(_state, "spread", True):
+    # Stride 1 (chains of pools: SPPF, YOLO's SPP): a gradient of one loop.
+    return y.astype(x.dtype), _selected_tangent(t, spec, index).astype(
+        t.dtype)
   return y.astype(x.dtype), _select_taps(_tangent_taps(t, spec),
                                          index).astype(t.dtype)
 

@@ -622,3 +622,61 @@ def test_emitted_hlo_does_not_grow_with_the_window(name, window, strides,
   # selections of these windows were 1000 to 6700.
   assert _hlo_ops(f, x) <= 1000
   assert _hlo_ops(grad, x) <= 1000
+
+
+# ---------------------------------------------------------------------------
+# Stride-1 derivatives: one loop per pool (issue 11).
+
+_STRIDE_1 = [
+    Case((2, 9, 3), (4,), 1, "SAME", 1, False, False, np.float32),
+    Case((2, 3, 9), (3,), 1, ((2, 1),), 2, True, True, np.float32),
+    Case((2, 7, 8, 3), (3, 3), 1, 1, 1, False, False, np.float32),
+    Case((2, 7, 8, 3), (5, 5), 1, "SAME", 1, False, False, jnp.bfloat16),
+    Case((1, 2, 5, 6, 6), (2, 3, 2), 1, ((1, 0), (1, 2), (0, 1)), (1, 1, 2),
+         False, True, np.float32),
+]
+
+
+@pytest.mark.parametrize("case", _STRIDE_1, ids=str)
+@pytest.mark.parametrize("op", ["max", "min"])
+def test_spread_tangent_equals_per_tap_select(case, op):
+  """``_selected_tangent`` is the per-tap select it replaces, bit for bit:
+  reverse mode (windows sharing an element sum in the same order) and
+  forward mode."""
+  x = make_input(np.random.default_rng(0), case, "special")  # Ties, NaN.
+  fn = functools.partial(POOLS[op], **case.kwargs())
+  t = jnp.asarray(np.random.default_rng(1).standard_normal(x.shape), x.dtype)
+
+  def both(x, t):
+    y, pullback = jax.vjp(fn, x)
+    ct = jnp.asarray(np.random.default_rng(2).standard_normal(y.shape),
+                     y.dtype)
+    return pullback(ct)[0], jax.jvp(fn, (x,), (t,))[1]
+
+  with _lowering.use_plan(_lowering.Plan(Lowering.SLICES, Lowering.SLICES)):
+    spread = jax.jit(both)(x, t)
+    with _lowering.spread_tangents(False):
+      per_tap = jax.jit(both)(x, t)
+  for a, b in zip(spread, per_tap):
+    np.testing.assert_array_equal(np.asarray(a, np.float32),
+                                  np.asarray(b, np.float32))
+
+
+def _selects_and_compares(repeats: int, spread: bool) -> int:
+  x = jax.ShapeDtypeStruct((2, 12, 12, 4), np.float32)
+  loss = lambda x: jnp.sum(jaxpool.sppf(x, 5, repeats) ** 2)
+  with _lowering.spread_tangents(spread):
+    text = jax.jit(jax.grad(loss)).lower(x).compile().as_text()
+  return text.count(" select(") + text.count(" compare(")
+
+
+@pytest.mark.parametrize("spread", [True, False])
+def test_chained_pools_backward_is_one_loop_per_stage(spread):
+  """Each pool added to a chain (SPPF) adds the same work to the compiled
+  gradient: its own selection and one gradient loop per stage, not a
+  re-addition of the next pool's gradient taps in every tap of its own
+  (the per-tap select, ``spread=False``, did that: 3 chained 5x5 pools cost
+  12 single pools)."""
+  ops = [_selects_and_compares(r, spread) for r in (1, 2, 3)]
+  grows = ops[2] - ops[1] > ops[1] - ops[0]
+  assert grows == (not spread), ops
