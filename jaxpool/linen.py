@@ -36,7 +36,16 @@ class _Pool(nn.Module):
     return self._pool(x)
 
 
-class MaxPool(_layers.MaxPool, _Pool):
+
+class _MaskedPool(_Pool):
+  """A pooling module whose function takes a ``mask``, given at the call."""
+
+  def __call__(self, x: ArrayLike,  # type: ignore[override]
+               mask: ArrayLike | None = None) -> jax.Array:
+    """Pools ``x``, leaving out the elements where ``mask`` is False."""
+    return self._pool(x, mask=mask)  # type: ignore[attr-defined]
+
+class MaxPool(_layers.MaxPool, _MaskedPool):
   """Max pooling, :func:`jaxpool.max_pool`, as a Linen module.
 
   Example:
@@ -58,7 +67,7 @@ class MinPool(_layers.MinPool, _Pool):
   """
 
 
-class AvgPool(_layers.AvgPool, _Pool):
+class AvgPool(_layers.AvgPool, _MaskedPool):
   """Average pooling, :func:`jaxpool.avg_pool`, as a Linen module.
 
   Example:
@@ -102,7 +111,7 @@ class AdaptiveMaxPool(_layers.AdaptiveMaxPool, _Pool):
   """
 
 
-class GlobalAvgPool(_layers.GlobalAvgPool, _Pool):
+class GlobalAvgPool(_layers.GlobalAvgPool, _MaskedPool):
   """Global average pooling, :func:`jaxpool.global_avg_pool`, as a Linen module.
 
   Example:
@@ -113,7 +122,7 @@ class GlobalAvgPool(_layers.GlobalAvgPool, _Pool):
   """
 
 
-class GlobalMaxPool(_layers.GlobalMaxPool, _Pool):
+class GlobalMaxPool(_layers.GlobalMaxPool, _MaskedPool):
   """Global max pooling, :func:`jaxpool.global_max_pool`, as a Linen module.
 
   Example:

@@ -34,7 +34,16 @@ class _Pool(nnx.Module):
     return self._pool(x)  # type: ignore[attr-defined]
 
 
-class MaxPool(_layers.MaxPool, _Pool):
+
+class _MaskedPool(_Pool):
+  """A pooling module whose function takes a ``mask``, given at the call."""
+
+  def __call__(self, x: ArrayLike,  # type: ignore[override]
+               mask: ArrayLike | None = None) -> jax.Array:
+    """Pools ``x``, leaving out the elements where ``mask`` is False."""
+    return self._pool(x, mask=mask)  # type: ignore[attr-defined]
+
+class MaxPool(_layers.MaxPool, _MaskedPool):
   """Max pooling, :func:`jaxpool.max_pool`, as an NNX module.
 
   Example:
@@ -56,7 +65,7 @@ class MinPool(_layers.MinPool, _Pool):
   """
 
 
-class AvgPool(_layers.AvgPool, _Pool):
+class AvgPool(_layers.AvgPool, _MaskedPool):
   """Average pooling, :func:`jaxpool.avg_pool`, as an NNX module.
 
   Example:
@@ -100,7 +109,7 @@ class AdaptiveMaxPool(_layers.AdaptiveMaxPool, _Pool):
   """
 
 
-class GlobalAvgPool(_layers.GlobalAvgPool, _Pool):
+class GlobalAvgPool(_layers.GlobalAvgPool, _MaskedPool):
   """Global average pooling, :func:`jaxpool.global_avg_pool`, as an NNX module.
 
   Example:
@@ -111,7 +120,7 @@ class GlobalAvgPool(_layers.GlobalAvgPool, _Pool):
   """
 
 
-class GlobalMaxPool(_layers.GlobalMaxPool, _Pool):
+class GlobalMaxPool(_layers.GlobalMaxPool, _MaskedPool):
   """Global max pooling, :func:`jaxpool.global_max_pool`, as an NNX module.
 
   Example:
