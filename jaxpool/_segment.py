@@ -77,8 +77,12 @@ def segment_pool(x: ArrayLike, segment_ids: ArrayLike, num_segments: int, *,
   ``[0, num_segments)`` are dropped. Values and gradients equal PyTorch
   Geometric's: the mean divides by the segment's size; the gradient of a
   max (min) is shared equally among the rows that equal it, as
-  ``torch.Tensor.scatter_reduce(..., "amax")``. Half precision accumulates
-  in float32; integer means give the default float dtype.
+  ``torch.Tensor.scatter_reduce(..., "amax")`` and ``torch.amax``. (One
+  difference: PyTorch Geometric reduces into zeros with
+  ``include_self=False``, and torch's backward then counts those zeros as
+  tied where a segment's maximum is exactly 0, dividing its gradient by
+  the ties plus one; jaxpool passes on the whole gradient.) Half precision
+  accumulates in float32; integer means give the default float dtype.
 
   Shapes: ``x`` is ``(n, *features)``, ``segment_ids`` is ``(n,)``; the
   result is ``(num_segments, *features)``. ``n`` may be symbolic

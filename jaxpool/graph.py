@@ -119,8 +119,11 @@ def global_max_pool(x: ArrayLike, batch: ArrayLike | None = None,
 
   Each feature's gradient is shared equally among the nodes of the graph
   that equal its maximum, as PyTorch Geometric's (``scatter_reduce``
-  ``"amax"``); with ``batch=None`` PyTorch Geometric's ``x.max(dim)``
-  instead sends it to one of them, while here it is still shared.
+  ``"amax"``), except where a maximum is exactly 0: torch's backward there
+  counts the zeros it reduced into as one more tie and passes on only
+  ``ties / (ties + 1)`` of the gradient, while jaxpool passes on all of it.
+  With ``batch=None`` PyTorch Geometric's ``x.max(dim)`` sends the gradient
+  to one of the tied nodes; here it is still shared.
 
   Example:
     >>> import jax.numpy as jnp
