@@ -19,6 +19,7 @@ import numpy as np
 from jax.typing import ArrayLike
 
 from jaxpool._pooling import accumulation_dtype
+from jaxpool._sharding import partitioned
 
 _METHODS = ("sum", "mean", "max", "min")
 
@@ -65,6 +66,7 @@ def _segment_max_jvp(n, sorted_, primals, tangents):
   return y, t_out.astype(t.dtype)
 
 
+@partitioned(arrays=2)
 def segment_pool(x: ArrayLike, segment_ids: ArrayLike, num_segments: int, *,
                  method: str = "mean",
                  indices_are_sorted: bool = False) -> jax.Array:
