@@ -40,10 +40,10 @@ class _Pool(nn.Module):
 class _MaskedPool(_Pool):
   """A pooling module whose function takes a ``mask``, given at the call."""
 
-  def __call__(self, x: ArrayLike,  # type: ignore[override]
+  def __call__(self, x: ArrayLike,
                mask: ArrayLike | None = None) -> jax.Array:
     """Pools ``x``, leaving out the elements where ``mask`` is False."""
-    return self._pool(x, mask=mask)  # type: ignore[attr-defined]
+    return self._pool(x, mask=mask)
 
 class MaxPool(_layers.MaxPool, _MaskedPool):
   """Max pooling, :func:`jaxpool.max_pool`, as a Linen module.

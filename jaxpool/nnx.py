@@ -38,7 +38,7 @@ class _Pool(nnx.Module):
 class _MaskedPool(_Pool):
   """A pooling module whose function takes a ``mask``, given at the call."""
 
-  def __call__(self, x: ArrayLike,  # type: ignore[override]
+  def __call__(self, x: ArrayLike,
                mask: ArrayLike | None = None) -> jax.Array:
     """Pools ``x``, leaving out the elements where ``mask`` is False."""
     return self._pool(x, mask=mask)  # type: ignore[attr-defined]
