@@ -822,11 +822,14 @@ def _documented(fn):
 @partitioned
 @_documented
 def adaptive_avg_pool(x: ArrayLike, output_size: OutputSizeLike, *,
-                      channels_first: bool = False) -> jax.Array:
+                      channels_first: bool = False,
+                      mask: ArrayLike | None = None) -> jax.Array:
   """Adaptive average pooling: the mean of each of PyTorch's bins.
 
   Equals ``torch.nn.functional.adaptive_avg_pool{1,2,3}d`` in values and
-  gradients, for any rank. Half precision accumulates in float32.
+  gradients, for any rank. Half precision accumulates in float32. With
+  ``mask``, each bin's mean of its unmasked elements; 0 (and zero gradient)
+  for a bin with none.
 
   {bins}
 
@@ -846,29 +849,47 @@ def adaptive_avg_pool(x: ArrayLike, output_size: OutputSizeLike, *,
     output_size: an int for every spatial dim, or one entry per spatial dim,
       ``None`` keeping that dim's size.
     channels_first: the layout is ``(*batch, C, *spatial)``.
+    mask: bool, broadcastable to ``x``'s shape without its channel dim;
+      ``False`` leaves an element out.
 
   Returns:
     the pooled array, of ``x``'s dtype (the default float for integers).
 
   Raises:
     ValueError: for an empty, zero or negative ``output_size``, an empty
-      spatial dim, or ``x`` with too few dims.
+      spatial dim, ``x`` with too few dims, or a ``mask`` that does not
+      broadcast.
+    TypeError: for a ``mask`` that is not bool or integer.
   """
   x = jnp.asarray(x)
-  return bin_pool(x, _adaptive_bins(x, output_size, channels_first), "avg",
-                  channels_first)
+  bins = _adaptive_bins(x, output_size, channels_first)
+  if mask is None:
+    return bin_pool(x, bins, "avg", channels_first)
+  keep = spread_mask(mask, x.shape, layout_axes(
+      x.shape, len(bins), channels_first)[1])
+  acc, out = accumulation_dtype(x.dtype)
+  zero = np.zeros((), acc)
+  # Means over the same bins: their ratio is that of the sums.
+  total = bin_pool(jnp.where(keep, x.astype(acc), zero), bins, "avg",
+                   channels_first)
+  count = bin_pool(keep.astype(acc), bins, "avg", channels_first)
+  some = count > 0
+  return jnp.where(some, total / jnp.where(some, count, np.ones((), acc)),
+                   zero).astype(out)
 
 
 @partitioned
 @_documented
 def adaptive_max_pool(x: ArrayLike, output_size: OutputSizeLike, *,
-                      channels_first: bool = False) -> jax.Array:
+                      channels_first: bool = False,
+                      mask: ArrayLike | None = None) -> jax.Array:
   """Adaptive max pooling: the maximum of each of PyTorch's bins.
 
   Equals ``torch.nn.functional.adaptive_max_pool{1,2,3}d`` in values and
   gradients, for any rank: the gradient of each bin goes to its first
   maximum in row-major order, or to its last NaN if it holds any (the NaN
-  is the value).
+  is the value). With ``mask``, masked elements never win nor get gradient,
+  and a bin with no unmasked element gives 0.
 
   {bins}
 
@@ -888,17 +909,29 @@ def adaptive_max_pool(x: ArrayLike, output_size: OutputSizeLike, *,
     output_size: an int for every spatial dim, or one entry per spatial dim,
       ``None`` keeping that dim's size.
     channels_first: the layout is ``(*batch, C, *spatial)``.
+    mask: bool, broadcastable to ``x``'s shape without its channel dim;
+      ``False`` leaves an element out.
 
   Returns:
     the pooled array, of ``x``'s dtype.
 
   Raises:
     ValueError: for an empty, zero or negative ``output_size``, an empty
-      spatial dim, or ``x`` with too few dims.
+      spatial dim, ``x`` with too few dims, or a ``mask`` that does not
+      broadcast.
+    TypeError: for a ``mask`` that is not bool or integer.
   """
   x = jnp.asarray(x)
-  return bin_pool(x, _adaptive_bins(x, output_size, channels_first), "max",
-                  channels_first)
+  bins = _adaptive_bins(x, output_size, channels_first)
+  if mask is None:
+    return bin_pool(x, bins, "max", channels_first)
+  keep = spread_mask(mask, x.shape, layout_axes(
+      x.shape, len(bins), channels_first)[1])
+  y = bin_pool(jnp.where(keep, x, lowest(x.dtype)), bins, "max",
+               channels_first)
+  # Counted, not compared with the fill: an unmasked -inf still counts.
+  kept = bin_pool(keep.astype(np.float32), bins, "max", channels_first)
+  return jnp.where(kept > 0, y, np.zeros((), y.dtype))
 
 
 @partitioned

@@ -134,7 +134,7 @@ class LPPool(_Pool, _layers.LPPool):
   """
 
 
-class AdaptiveAvgPool(_Pool, _layers.AdaptiveAvgPool):
+class AdaptiveAvgPool(_MaskedCall, _Pool, _layers.AdaptiveAvgPool):
   """Adaptive average pooling, :func:`jaxpool.adaptive_avg_pool`, in Equinox.
 
   Example:
@@ -145,7 +145,7 @@ class AdaptiveAvgPool(_Pool, _layers.AdaptiveAvgPool):
   """
 
 
-class AdaptiveMaxPool(_Pool, _layers.AdaptiveMaxPool):
+class AdaptiveMaxPool(_MaskedCall, _Pool, _layers.AdaptiveMaxPool):
   """Adaptive max pooling, :func:`jaxpool.adaptive_max_pool`, in Equinox.
 
   Example:

@@ -87,7 +87,7 @@ class LPPool(_layers.LPPool, _Pool):
   """
 
 
-class AdaptiveAvgPool(_layers.AdaptiveAvgPool, _Pool):
+class AdaptiveAvgPool(_layers.AdaptiveAvgPool, _MaskedPool):
   """Adaptive average pooling, :func:`jaxpool.adaptive_avg_pool`, in NNX.
 
   Example:
@@ -98,7 +98,7 @@ class AdaptiveAvgPool(_layers.AdaptiveAvgPool, _Pool):
   """
 
 
-class AdaptiveMaxPool(_layers.AdaptiveMaxPool, _Pool):
+class AdaptiveMaxPool(_layers.AdaptiveMaxPool, _MaskedPool):
   """Adaptive max pooling, :func:`jaxpool.adaptive_max_pool`, in NNX.
 
   Example:

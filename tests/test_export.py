@@ -279,6 +279,10 @@ OTHERS = {
         x, mask=x[..., 1] > 0), "b, h, w, 2", False),
     "masked_global_max": (lambda x: jaxpool.global_max_pool(
         x, mask=x[..., 1] > 0, tie_rule="split"), "b, h, w, 2", False),
+    "masked_adaptive_avg": (lambda x: jaxpool.adaptive_avg_pool(
+        x, (3, 4), mask=x[..., 0] > 0), "b, h, w, 2", False),
+    "masked_adaptive_max": (lambda x: jaxpool.adaptive_max_pool(
+        x, (None, 4), mask=x[..., 0] > 0), "b, h, w, 2", True),
     # A symbolic number of nodes; num_segments is static.
     "segment_max": (lambda x: _segments(x, "max"), "b, h, w, 3", False),
     "segment_mean": (lambda x: _segments(x, "mean"), "b, h, w, 3", False),

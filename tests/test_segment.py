@@ -209,6 +209,35 @@ def test_masked_window_pool_equals_loop(op, shape, window, strides, padding,
   check_grads(pool, (x,), 1, modes=("rev",), eps=1e-2)
 
 
+def numpy_masked_adaptive(x, mask, op, out):
+  """The loop over PyTorch's bins, floor(i*n/o) to ceil((i+1)*n/o)."""
+  x = np.asarray(x, np.float64)
+  spatial = x.shape[1:-1]
+  y = np.zeros(x.shape[:1] + tuple(out) + x.shape[-1:])
+  for b in range(x.shape[0]):
+    for pos in itertools.product(*map(range, out)):
+      win = tuple(slice(i * n // o, -(-(i + 1) * n // o))
+                  for i, n, o in zip(pos, spatial, out))
+      kept = x[(b,) + win][mask[(b,) + win]]
+      if len(kept):
+        y[(b,) + pos] = kept.max(0) if op == "max" else kept.mean(0)
+  return y
+
+
+@pytest.mark.parametrize("op", ["avg", "max"])
+def test_masked_adaptive_pool_equals_loop(op):
+  x = unique_input(rng(), (2, 7, 10, 2))
+  mask = rng(6).random((2, 7, 10)) < 0.3
+  fn = jaxpool.adaptive_max_pool if op == "max" else jaxpool.adaptive_avg_pool
+  pool = lambda x: fn(x, (3, 4), mask=mask)
+  np.testing.assert_allclose(pool(x), numpy_masked_adaptive(
+      x, mask, op, (3, 4)), rtol=1e-6, atol=1e-6)
+  grad = jax.grad(lambda x: pool(x).sum())(x)
+  assert np.all(np.isfinite(grad))
+  np.testing.assert_array_equal(np.asarray(grad)[~mask], 0)
+  check_grads(pool, (x,), 1, modes=("rev",), eps=1e-2)
+
+
 def test_masked_max_pool_fully_masked_windows_and_neg_inf():
   x = jnp.array([[[-jnp.inf], [2.0], [5.0], [7.0]]])
   mask = jnp.array([[True, False, False, False]])
@@ -369,6 +398,8 @@ def test_segment_pool_equals_loop(nodes, segments, seed, name):
     ("AvgPool", dict(window_shape=(3,), strides=1, padding=1)),
     ("GlobalAvgPool", {}),
     ("GlobalMaxPool", dict(tie_rule="split")),
+    ("AdaptiveAvgPool", dict(output_size=4)),
+    ("AdaptiveMaxPool", dict(output_size=(4,))),
 ])
 def test_modules_take_the_mask_at_call(name, kwargs):
   x = unique_input(rng(), (2, 6, 3))
