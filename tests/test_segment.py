@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 
-os.environ.setdefault("KERAS_BACKEND", "jax")  # Before keras is imported.
+os.environ["KERAS_BACKEND"] = "jax"  # Before keras is imported.
 
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import equinox as eqx
@@ -373,9 +373,11 @@ def test_segment_pool_integers_halves_and_nan():
 
 
 @hypothesis.settings(max_examples=10, **SETTINGS)
-@hypothesis.given(st.integers(1, 20), st.integers(1, 6), st.integers(0, 99),
+@hypothesis.given(st.sampled_from([1, 5]), st.integers(0, 99),
                   st.sampled_from(["sum", "mean", "max", "min"]))
-def test_segment_pool_equals_loop(nodes, segments, seed, name):
+def test_segment_pool_equals_loop(segments, seed, name):
+  # Few shapes, so few compilations; the ids vary.
+  nodes = 16
   r = rng(seed)
   x = r.standard_normal((nodes, 2))
   ids = r.integers(-1, segments + 1, nodes)  # out-of-range ids are dropped
