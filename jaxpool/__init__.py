@@ -1,5 +1,6 @@
 """jaxpool: pooling for JAX and Flax, PyTorch-exact and fast."""
 
+from jaxpool import graph
 from jaxpool import invariance
 from jaxpool._adaptive import adaptive_avg_pool
 from jaxpool._adaptive import adaptive_max_pool
@@ -22,6 +23,7 @@ from jaxpool._pooling import pool_output_shape
 from jaxpool._polyphase import aps_pool
 from jaxpool._pyramid import spatial_pyramid_pool
 from jaxpool._pyramid import spp_yolo
+from jaxpool._segment import segment_pool
 from jaxpool._pyramid import sppf
 
 __version__ = "0.1.0"
@@ -46,6 +48,7 @@ __all__ = (
     "gem_pool",
     "global_avg_pool",
     "global_max_pool",
+    "graph",
     "invariance",
     "lp_pool",
     "max_blur_pool",
@@ -55,6 +58,7 @@ __all__ = (
     "min_pool",
     "pool",
     "pool_output_shape",
+    "segment_pool",
     "spatial_pyramid_pool",
     "spp_yolo",
     "sppf",

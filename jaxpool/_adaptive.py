@@ -37,10 +37,11 @@ from jax.typing import ArrayLike
 
 from jaxpool import _lowering
 from jaxpool import _plan_table
-from jaxpool._pooling import accumulation_dtype
+from jaxpool._pooling import accumulation_dtype, lowest
 from jaxpool._sharding import partitioned
 from jaxpool._spec import (WindowSpec, check_plane, int_rank, int_tuple,
-                           is_symbolic, layout_axes, window_spec)
+                           is_symbolic, layout_axes, spread_mask,
+                           window_spec)
 from jaxpool._typing import OutputSizeLike
 
 _INDEX = np.int32
@@ -821,11 +822,14 @@ def _documented(fn):
 @partitioned
 @_documented
 def adaptive_avg_pool(x: ArrayLike, output_size: OutputSizeLike, *,
-                      channels_first: bool = False) -> jax.Array:
+                      channels_first: bool = False,
+                      mask: ArrayLike | None = None) -> jax.Array:
   """Adaptive average pooling: the mean of each of PyTorch's bins.
 
   Equals ``torch.nn.functional.adaptive_avg_pool{1,2,3}d`` in values and
-  gradients, for any rank. Half precision accumulates in float32.
+  gradients, for any rank. Half precision accumulates in float32. With
+  ``mask``, each bin's mean of its unmasked elements; 0 (and zero gradient)
+  for a bin with none.
 
   {bins}
 
@@ -845,29 +849,47 @@ def adaptive_avg_pool(x: ArrayLike, output_size: OutputSizeLike, *,
     output_size: an int for every spatial dim, or one entry per spatial dim,
       ``None`` keeping that dim's size.
     channels_first: the layout is ``(*batch, C, *spatial)``.
+    mask: bool, broadcastable to ``x``'s shape without its channel dim;
+      ``False`` leaves an element out.
 
   Returns:
     the pooled array, of ``x``'s dtype (the default float for integers).
 
   Raises:
     ValueError: for an empty, zero or negative ``output_size``, an empty
-      spatial dim, or ``x`` with too few dims.
+      spatial dim, ``x`` with too few dims, or a ``mask`` that does not
+      broadcast.
+    TypeError: for a ``mask`` that is not bool or integer.
   """
   x = jnp.asarray(x)
-  return bin_pool(x, _adaptive_bins(x, output_size, channels_first), "avg",
-                  channels_first)
+  bins = _adaptive_bins(x, output_size, channels_first)
+  if mask is None:
+    return bin_pool(x, bins, "avg", channels_first)
+  keep = spread_mask(mask, x.shape, layout_axes(
+      x.shape, len(bins), channels_first)[1])
+  acc, out = accumulation_dtype(x.dtype)
+  zero = np.zeros((), acc)
+  # Means over the same bins: their ratio is that of the sums.
+  total = bin_pool(jnp.where(keep, x.astype(acc), zero), bins, "avg",
+                   channels_first)
+  count = bin_pool(keep.astype(acc), bins, "avg", channels_first)
+  some = count > 0
+  return jnp.where(some, total / jnp.where(some, count, np.ones((), acc)),
+                   zero).astype(out)
 
 
 @partitioned
 @_documented
 def adaptive_max_pool(x: ArrayLike, output_size: OutputSizeLike, *,
-                      channels_first: bool = False) -> jax.Array:
+                      channels_first: bool = False,
+                      mask: ArrayLike | None = None) -> jax.Array:
   """Adaptive max pooling: the maximum of each of PyTorch's bins.
 
   Equals ``torch.nn.functional.adaptive_max_pool{1,2,3}d`` in values and
   gradients, for any rank: the gradient of each bin goes to its first
   maximum in row-major order, or to its last NaN if it holds any (the NaN
-  is the value).
+  is the value). With ``mask``, masked elements never win nor get gradient,
+  and a bin with no unmasked element gives 0.
 
   {bins}
 
@@ -887,17 +909,29 @@ def adaptive_max_pool(x: ArrayLike, output_size: OutputSizeLike, *,
     output_size: an int for every spatial dim, or one entry per spatial dim,
       ``None`` keeping that dim's size.
     channels_first: the layout is ``(*batch, C, *spatial)``.
+    mask: bool, broadcastable to ``x``'s shape without its channel dim;
+      ``False`` leaves an element out.
 
   Returns:
     the pooled array, of ``x``'s dtype.
 
   Raises:
     ValueError: for an empty, zero or negative ``output_size``, an empty
-      spatial dim, or ``x`` with too few dims.
+      spatial dim, ``x`` with too few dims, or a ``mask`` that does not
+      broadcast.
+    TypeError: for a ``mask`` that is not bool or integer.
   """
   x = jnp.asarray(x)
-  return bin_pool(x, _adaptive_bins(x, output_size, channels_first), "max",
-                  channels_first)
+  bins = _adaptive_bins(x, output_size, channels_first)
+  if mask is None:
+    return bin_pool(x, bins, "max", channels_first)
+  keep = spread_mask(mask, x.shape, layout_axes(
+      x.shape, len(bins), channels_first)[1])
+  y = bin_pool(jnp.where(keep, x, lowest(x.dtype)), bins, "max",
+               channels_first)
+  # Counted, not compared with the fill: an unmasked -inf still counts.
+  kept = bin_pool(keep.astype(np.float32), bins, "max", channels_first)
+  return jnp.where(kept > 0, y, np.zeros((), y.dtype))
 
 
 @partitioned
@@ -959,8 +993,13 @@ def adaptive_max_pool_with_indices(
 @_documented
 def global_avg_pool(x: ArrayLike, *, keepdims: bool = False,
                     spatial_dims: int | None = None,
-                    channels_first: bool = False) -> jax.Array:
+                    channels_first: bool = False,
+                    mask: ArrayLike | None = None) -> jax.Array:
   """The mean over every spatial dim, accumulated in float32 for halves.
+
+  With ``mask``, the mean of the unmasked elements, as Keras's
+  ``GlobalAveragePooling1D()(x, mask)`` (and its 2D/3D forms, which take no
+  mask there); an example with none gives 0 and zero gradient (Keras: NaN).
 
   {global}
 
@@ -971,25 +1010,43 @@ def global_avg_pool(x: ArrayLike, *, keepdims: bool = False,
     (8, 512)
     >>> jaxpool.global_avg_pool(jnp.ones((8, 7, 7, 512)), keepdims=True).shape
     (8, 1, 1, 512)
+    >>> x = jnp.array([[[1.0], [3.0], [9.0]], [[2.0], [9.0], [9.0]]])
+    >>> keep = jnp.array([[True, True, False], [True, False, False]])
+    >>> jaxpool.global_avg_pool(x, mask=keep).ravel().tolist()
+    [2.0, 2.0]
 
   Args:
     x: the input.
     keepdims: keep the spatial dims, of size 1.
     spatial_dims: the number of spatial dims; default ``x.ndim - 2``.
     channels_first: the layout is ``(*batch, C, *spatial)``.
+    mask: bool, broadcastable to ``x``'s shape without its channel dim
+      (``(N, T)`` for ``(N, T, C)``); ``False`` leaves an element out.
 
   Returns:
     the means, of ``x``'s dtype (the default float for integers).
 
   Raises:
-    ValueError: for ``spatial_dims < 1``, an empty spatial dim, or ``x``
-      with too few dims.
+    ValueError: for ``spatial_dims < 1``, an empty spatial dim, ``x``
+      with too few dims, or a ``mask`` that does not broadcast.
+    TypeError: for a ``mask`` that is not bool or integer.
   """
   x = jnp.asarray(x)
   bins = _global_bins(x, spatial_dims, channels_first)
-  axes, _ = layout_axes(x.shape, len(bins), channels_first)
+  axes, channel_axis = layout_axes(x.shape, len(bins), channels_first)
   acc, out = accumulation_dtype(x.dtype)
-  y = jnp.mean(x.astype(acc), axis=axes, keepdims=True).astype(out)
+  if mask is None:
+    y = jnp.mean(x.astype(acc), axis=axes, keepdims=True).astype(out)
+  else:
+    keep = spread_mask(mask, x.shape, channel_axis)
+    zero = np.zeros((), acc)
+    total = jnp.sum(jnp.where(keep, x.astype(acc), zero), axis=axes,
+                    keepdims=True)
+    count = jnp.sum(keep.astype(acc), axis=axes, keepdims=True)
+    # Double where: an example with nothing kept is 0/0.
+    some = count > 0
+    y = jnp.where(some, total / jnp.where(some, count, np.ones((), acc)),
+                  zero).astype(out)
   return _squeeze_spatial(y, len(bins), keepdims, channels_first)
 
 
@@ -998,7 +1055,8 @@ def global_avg_pool(x: ArrayLike, *, keepdims: bool = False,
 def global_max_pool(x: ArrayLike, *, keepdims: bool = False,
                     spatial_dims: int | None = None,
                     channels_first: bool = False,
-                    tie_rule: str = "first") -> jax.Array:
+                    tie_rule: str = "first",
+                    mask: ArrayLike | None = None) -> jax.Array:
   """The maximum over every spatial dim, with PyTorch's gradient.
 
   Values are the same under both tie rules (NaN if the plane holds one).
@@ -1011,6 +1069,10 @@ def global_max_pool(x: ArrayLike, *, keepdims: bool = False,
   pool types, ``x.amax((2, 3))``) and ``jnp.max``: a plane holding NaN then
   gets NaN gradients, as there. The two differ only where maxima tie (ReLU
   zeros, saturated or quantised maps).
+
+  With ``mask``, masked elements never win nor get gradient (tied maxima
+  are those among the unmasked), and an example with none gives 0 and zero
+  gradient. (Keras's ``GlobalMaxPooling*`` take no mask.)
 
   {global}
 
@@ -1028,23 +1090,34 @@ def global_max_pool(x: ArrayLike, *, keepdims: bool = False,
     channels_first: the layout is ``(*batch, C, *spatial)``.
     tie_rule: ``"first"`` (PyTorch's ``adaptive_max_pool``) or ``"split"``
       (``torch.amax``, ``jnp.max``): where the gradient of tied maxima goes.
+    mask: bool, broadcastable to ``x``'s shape without its channel dim
+      (``(N, T)`` for ``(N, T, C)``); ``False`` leaves an element out.
 
   Returns:
     the maxima, of ``x``'s dtype.
 
   Raises:
     ValueError: for ``spatial_dims < 1``, an empty spatial dim, ``x`` with
-      too few dims, or an unknown ``tie_rule``.
+      too few dims, an unknown ``tie_rule``, or a ``mask`` that does not
+      broadcast.
+    TypeError: for a ``mask`` that is not bool or integer.
   """
   x = jnp.asarray(x)
   if tie_rule not in _TIE_RULES:
     raise ValueError(
         f"tie_rule must be one of {_TIE_RULES}, got {tie_rule!r}.")
   bins = _global_bins(x, spatial_dims, channels_first)
+  axes, channel_axis = layout_axes(x.shape, len(bins), channels_first)
+  keep = None
+  if mask is not None:
+    keep = spread_mask(mask, x.shape, channel_axis)
+    x = jnp.where(keep, x, lowest(x.dtype))
   if tie_rule == "split" and jnp.issubdtype(x.dtype, jnp.inexact):
-    axes, _ = layout_axes(x.shape, len(bins), channels_first)
     y = _global_max_split(x, tuple(axes))
   else:
     y = bin_pool(x, bins, "max", channels_first)
+  if keep is not None:
+    y = jnp.where(jnp.any(keep, axis=axes, keepdims=True), y,
+                  np.zeros((), y.dtype))
   return _squeeze_spatial(y, len(bins), keepdims, channels_first)
 

@@ -32,10 +32,17 @@ def _frozen(value: Any) -> Any:
   return value
 
 
+#: Arguments that vary from call to call, so a module takes them at its call
+#: (``module(x, mask=mask)``), never as fields.
+CALL_ARGUMENTS = ("mask",)
+
+
 @functools.cache
 def keyword_names(function: Callable[..., Any]) -> tuple[str, ...]:
-  """The names of ``function``'s arguments after its first, ``x``."""
-  return tuple(inspect.signature(function).parameters)[1:]
+  """The names of ``function``'s arguments after its first, ``x``, less the
+  :data:`CALL_ARGUMENTS`."""
+  names = tuple(inspect.signature(function).parameters)[1:]
+  return tuple(name for name in names if name not in CALL_ARGUMENTS)
 
 
 @dataclasses.dataclass(eq=False, repr=False)
@@ -57,11 +64,12 @@ class Layer:
     if post_init is not None:
       post_init()
 
-  def _pool(self, x: jax.typing.ArrayLike) -> jax.Array:
-    """One call of :attr:`function` with these fields as its arguments."""
+  def _pool(self, x: jax.typing.ArrayLike, **call: Any) -> jax.Array:
+    """One call of :attr:`function` with these fields as its arguments, and
+    ``call`` (the :data:`CALL_ARGUMENTS` given at the module's call)."""
     return self.function(
         x, **{name: getattr(self, name)
-              for name in keyword_names(self.function)})
+              for name in keyword_names(self.function)}, **call)
 
 
 @dataclasses.dataclass(eq=False, repr=False)

@@ -14,7 +14,7 @@ from jax.typing import ArrayLike
 
 from jaxpool import _lowering
 from jaxpool._sharding import partitioned
-from jaxpool._spec import WindowSpec, window_spec
+from jaxpool._spec import WindowSpec, spread_mask, window_spec
 from jaxpool._typing import IntOrSequence, PaddingLike, Reducer
 
 _LAYOUT_DOC = """Shapes: ``x`` is ``(*batch, *spatial, C)``, or ``(*batch, C, *spatial)``
@@ -141,14 +141,17 @@ def pool(x: ArrayLike, init: ArrayLike, reducer: Reducer,
 def max_pool(x: ArrayLike, window_shape: IntOrSequence,
              strides: IntOrSequence | None = None,
              padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
-             ceil_mode: bool = False,
-             channels_first: bool = False) -> jax.Array:
+             ceil_mode: bool = False, channels_first: bool = False,
+             mask: ArrayLike | None = None) -> jax.Array:
   """Max pooling, with PyTorch's values and gradients.
 
   Padding never wins (floats pad with ``-inf``, integers with their minimum).
   A NaN in a window makes its output NaN. The gradient of each window goes to
   one element: the first maximum in row-major window order (the last NaN, if
   any), as ``torch.nn.functional.max_pool{1,2,3}d`` does, dilation included.
+
+  With ``mask``, masked elements never win (nor get gradient), and a window
+  with no unmasked element gives 0 (``False`` for bool) and no gradient.
 
   {layout}
 
@@ -160,20 +163,31 @@ def max_pool(x: ArrayLike, window_shape: IntOrSequence,
     >>> x = jnp.arange(16.0).reshape(1, 4, 4, 1)
     >>> jaxpool.max_pool(x, (3, 3), 2, 1)[0, :, :, 0].tolist()
     [[5.0, 7.0], [13.0, 15.0]]
+    >>> keep = jnp.array([True, True, False, False])  # a padded sequence
+    >>> s = jnp.array([[[1.0], [3.0], [9.0], [9.0]]])
+    >>> jaxpool.max_pool(s, (2,), mask=keep).ravel().tolist()
+    [3.0, 0.0]
 
   Args:
     x: the input, float, integer or bool.
     {window_args}
+    mask: bool, broadcastable to ``x``'s shape without its channel dim;
+      ``False`` marks an element to leave out (padding of a ragged batch).
 
   Returns:
     the pooled array, of ``x``'s dtype.
 
   Raises:
     {window_raises}
+    TypeError: for a ``mask`` that is not bool or integer (ValueError: for
+      one that does not broadcast).
   """
   x = jnp.asarray(x)
   spec = _spec(x, window_shape, strides, padding, dilation, ceil_mode,
                channels_first)
+  if mask is not None:
+    return masked_window_max(x, spread_mask(mask, x.shape, spec.channel_axis),
+                             spec)
   return _lowering.window_reduce(x, spec, "max")
 
 
@@ -217,6 +231,40 @@ def min_pool(x: ArrayLike, window_shape: IntOrSequence,
   return _lowering.window_reduce(x, spec, "min")
 
 
+def lowest(dtype) -> np.ndarray:
+  """The value that never wins a max: ``-inf``, an integer's minimum."""
+  dtype = np.dtype(dtype)
+  if dtype == np.bool_:
+    return np.asarray(False)
+  if jnp.issubdtype(dtype, jnp.inexact):
+    return np.asarray(-np.inf, dtype)
+  return np.asarray(np.iinfo(dtype).min, dtype)
+
+
+def masked_window_max(x: jax.Array, mask: jax.Array,
+                      spec: WindowSpec) -> jax.Array:
+  """The windowed max of the elements ``mask`` keeps; 0 where none."""
+  y = _lowering.window_reduce(jnp.where(mask, x, lowest(x.dtype)), spec,
+                              "max")
+  # Counted, not compared with the fill: an unmasked -inf still counts.
+  kept = _lowering.window_reduce(mask.astype(np.float32), spec, "max")
+  return jnp.where(kept > 0, y, np.zeros((), x.dtype))
+
+
+def masked_window_mean(x: jax.Array, mask: jax.Array,
+                       spec: WindowSpec) -> jax.Array:
+  """The windowed mean of the elements ``mask`` keeps; 0 where none."""
+  acc, out = accumulation_dtype(x.dtype)
+  zero = np.zeros((), acc)
+  total = _lowering.window_reduce(jnp.where(mask, x.astype(acc), zero), spec,
+                                  "sum")
+  count = _lowering.window_reduce(mask.astype(acc), spec, "sum")
+  # Double where: 0/0 would be NaN in the value and in the gradient.
+  some = count > 0
+  return jnp.where(some, total / jnp.where(some, count, np.ones((), acc)),
+                   zero).astype(out)
+
+
 def _check_divisor(divisor_override) -> None:
   if divisor_override is None:
     return
@@ -249,7 +297,8 @@ def avg_pool(x: ArrayLike, window_shape: IntOrSequence,
              padding: PaddingLike = "VALID", *, dilation: IntOrSequence = 1,
              ceil_mode: bool = False, count_include_pad: bool = True,
              divisor_override: int | None = None,
-             channels_first: bool = False) -> jax.Array:
+             channels_first: bool = False,
+             mask: ArrayLike | None = None) -> jax.Array:
   """Average pooling, with PyTorch's divisors.
 
   Padding is zeros. Each window's sum is divided by ``divisor_override`` if
@@ -258,6 +307,10 @@ def avg_pool(x: ArrayLike, window_shape: IntOrSequence,
   not count), and without it by the number inside the input, as
   ``torch.nn.functional.avg_pool{1,2,3}d``. Half precision accumulates in
   float32; integer inputs give the default float dtype.
+
+  With ``mask``, each window's sum of unmasked elements is divided by their
+  number (padding counts as masked, so ``count_include_pad`` has no
+  effect), and a window with none gives 0, with zero gradient.
 
   {layout}
 
@@ -272,6 +325,10 @@ def avg_pool(x: ArrayLike, window_shape: IntOrSequence,
     >>> y = jaxpool.avg_pool(x, (3, 3), 2, 1, count_include_pad=False)
     >>> y[0, :, :, 0].tolist()
     [[2.5, 4.0], [8.5, 10.0]]
+    >>> keep = jnp.array([True, True, True, False])
+    >>> s = jnp.array([[[1.0], [3.0], [8.0], [9.0]]])
+    >>> jaxpool.avg_pool(s, (2,), mask=keep).ravel().tolist()
+    [2.0, 8.0]
 
   Args:
     x: the input.
@@ -284,12 +341,15 @@ def avg_pool(x: ArrayLike, window_shape: IntOrSequence,
     count_include_pad: count padded taps in the divisor.
     divisor_override: divide every window's sum by this instead.
     channels_first: the layout is ``(*batch, C, *spatial)``.
+    mask: bool, broadcastable to ``x``'s shape without its channel dim;
+      ``False`` marks an element to leave out (padding of a ragged batch).
 
   Returns:
     the pooled array, of ``x``'s dtype (float for integer ``x``).
 
   Raises:
-    ValueError: as :func:`max_pool`, and for ``divisor_override=0``.
+    ValueError: as :func:`max_pool`, for ``divisor_override=0``, and for
+      ``divisor_override`` given with ``mask``.
   """
   x = jnp.asarray(x)
   spec = _spec(x, window_shape, strides, padding, dilation, ceil_mode,
@@ -298,6 +358,13 @@ def avg_pool(x: ArrayLike, window_shape: IntOrSequence,
     raise TypeError(
         f"count_include_pad must be a bool, got {count_include_pad!r}.")
   _check_divisor(divisor_override)
+  if mask is not None:
+    if divisor_override is not None:
+      raise ValueError(
+          "divisor_override cannot be combined with mask: the divisor is the "
+          "number of unmasked elements.")
+    return masked_window_mean(
+        x, spread_mask(mask, x.shape, spec.channel_axis), spec)
   return _window_mean(x, spec, bool(count_include_pad), divisor_override)
 
 

@@ -476,3 +476,33 @@ def window_spec(shape: Sequence[int], window_shape: Any,
       ndim=len(shape), spatial_axes=spatial_axes, channel_axis=channel_axis,
       in_shape=in_shape, window=window, strides=strides, dilation=dilation,
       padding=pads, extra=tuple(extras), out_shape=tuple(outs))
+
+
+def spread_mask(mask: Any, shape: Sequence[Any], channel_axis: int,
+                name: str = "mask") -> jax.Array:
+  """``mask`` as a bool array of ``shape``, its channel dim included.
+
+  ``mask`` is bool (or integer, nonzero keeps) and broadcastable, NumPy's
+  way, to ``shape`` without its channel dim: ``(N, T)`` for ``(N, T, C)``,
+  or ``(T,)`` for every example alike.
+  """
+  # Imported here: jax.numpy is not needed by the static checks above.
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  mask = jnp.asarray(mask)
+  if not (mask.dtype == np.bool_ or jnp.issubdtype(mask.dtype, jnp.integer)):
+    raise TypeError(f"{name} must be bool (True keeps), got dtype "
+                    f"{mask.dtype}.")
+  axis = channel_axis % len(shape)
+  plain = tuple(shape[:axis]) + tuple(shape[axis + 1:])
+  if mask.ndim > len(plain):
+    raise ValueError(
+        f"{name} of shape {mask.shape} must broadcast to the input's shape "
+        f"without its channel dim, {plain}.")
+  for m, n in zip(mask.shape[::-1], plain[::-1]):
+    if m != 1 and m is not n and not (m == n):
+      raise ValueError(
+          f"{name} of shape {mask.shape} must broadcast to the input's shape "
+          f"without its channel dim, {plain}.")
+  mask = jnp.broadcast_to(mask.astype(bool) if mask.dtype != np.bool_
+                          else mask, plain)
+  return jnp.broadcast_to(jnp.expand_dims(mask, axis), tuple(shape))

@@ -78,7 +78,19 @@ class _Pool(eqx.Module):
     return self._pool(x)  # type: ignore[attr-defined]
 
 
-class MaxPool(_Pool, _layers.MaxPool):
+
+class _MaskedCall:
+  """Mixed in before :class:`_Pool` for a function that takes a ``mask``:
+  the mask is a call argument, not a field (it changes with every batch)."""
+
+  def __call__(self, x: ArrayLike, mask: ArrayLike | None = None, *,
+               key: jax.Array | None = None) -> jax.Array:
+    """Pools ``x``, leaving out the elements where ``mask`` is False; ``key``
+    is accepted for ``eqx.nn.Sequential`` and unused."""
+    del key
+    return self._pool(x, mask=mask)  # type: ignore[attr-defined]
+
+class MaxPool(_MaskedCall, _Pool, _layers.MaxPool):
   """Max pooling, :func:`jaxpool.max_pool`, as an Equinox module.
 
   Example:
@@ -100,7 +112,7 @@ class MinPool(_Pool, _layers.MinPool):
   """
 
 
-class AvgPool(_Pool, _layers.AvgPool):
+class AvgPool(_MaskedCall, _Pool, _layers.AvgPool):
   """Average pooling, :func:`jaxpool.avg_pool`, as an Equinox module.
 
   Example:
@@ -122,7 +134,7 @@ class LPPool(_Pool, _layers.LPPool):
   """
 
 
-class AdaptiveAvgPool(_Pool, _layers.AdaptiveAvgPool):
+class AdaptiveAvgPool(_MaskedCall, _Pool, _layers.AdaptiveAvgPool):
   """Adaptive average pooling, :func:`jaxpool.adaptive_avg_pool`, in Equinox.
 
   Example:
@@ -133,7 +145,7 @@ class AdaptiveAvgPool(_Pool, _layers.AdaptiveAvgPool):
   """
 
 
-class AdaptiveMaxPool(_Pool, _layers.AdaptiveMaxPool):
+class AdaptiveMaxPool(_MaskedCall, _Pool, _layers.AdaptiveMaxPool):
   """Adaptive max pooling, :func:`jaxpool.adaptive_max_pool`, in Equinox.
 
   Example:
@@ -144,7 +156,7 @@ class AdaptiveMaxPool(_Pool, _layers.AdaptiveMaxPool):
   """
 
 
-class GlobalAvgPool(_Pool, _layers.GlobalAvgPool):
+class GlobalAvgPool(_MaskedCall, _Pool, _layers.GlobalAvgPool):
   """Global average pooling, :func:`jaxpool.global_avg_pool`, in Equinox.
 
   Example:
@@ -155,7 +167,7 @@ class GlobalAvgPool(_Pool, _layers.GlobalAvgPool):
   """
 
 
-class GlobalMaxPool(_Pool, _layers.GlobalMaxPool):
+class GlobalMaxPool(_MaskedCall, _Pool, _layers.GlobalMaxPool):
   """Global max pooling, :func:`jaxpool.global_max_pool`, in Equinox.
 
   Example:

@@ -36,7 +36,16 @@ class _Pool(nn.Module):
     return self._pool(x)
 
 
-class MaxPool(_layers.MaxPool, _Pool):
+
+class _MaskedPool(_Pool):
+  """A pooling module whose function takes a ``mask``, given at the call."""
+
+  def __call__(self, x: ArrayLike,
+               mask: ArrayLike | None = None) -> jax.Array:
+    """Pools ``x``, leaving out the elements where ``mask`` is False."""
+    return self._pool(x, mask=mask)
+
+class MaxPool(_layers.MaxPool, _MaskedPool):
   """Max pooling, :func:`jaxpool.max_pool`, as a Linen module.
 
   Example:
@@ -58,7 +67,7 @@ class MinPool(_layers.MinPool, _Pool):
   """
 
 
-class AvgPool(_layers.AvgPool, _Pool):
+class AvgPool(_layers.AvgPool, _MaskedPool):
   """Average pooling, :func:`jaxpool.avg_pool`, as a Linen module.
 
   Example:
@@ -80,7 +89,7 @@ class LPPool(_layers.LPPool, _Pool):
   """
 
 
-class AdaptiveAvgPool(_layers.AdaptiveAvgPool, _Pool):
+class AdaptiveAvgPool(_layers.AdaptiveAvgPool, _MaskedPool):
   """Adaptive average pooling, :func:`jaxpool.adaptive_avg_pool`, in Linen.
 
   Example:
@@ -91,7 +100,7 @@ class AdaptiveAvgPool(_layers.AdaptiveAvgPool, _Pool):
   """
 
 
-class AdaptiveMaxPool(_layers.AdaptiveMaxPool, _Pool):
+class AdaptiveMaxPool(_layers.AdaptiveMaxPool, _MaskedPool):
   """Adaptive max pooling, :func:`jaxpool.adaptive_max_pool`, in Linen.
 
   Example:
@@ -102,7 +111,7 @@ class AdaptiveMaxPool(_layers.AdaptiveMaxPool, _Pool):
   """
 
 
-class GlobalAvgPool(_layers.GlobalAvgPool, _Pool):
+class GlobalAvgPool(_layers.GlobalAvgPool, _MaskedPool):
   """Global average pooling, :func:`jaxpool.global_avg_pool`, as a Linen module.
 
   Example:
@@ -113,7 +122,7 @@ class GlobalAvgPool(_layers.GlobalAvgPool, _Pool):
   """
 
 
-class GlobalMaxPool(_layers.GlobalMaxPool, _Pool):
+class GlobalMaxPool(_layers.GlobalMaxPool, _MaskedPool):
   """Global max pooling, :func:`jaxpool.global_max_pool`, as a Linen module.
 
   Example:

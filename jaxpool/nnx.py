@@ -34,7 +34,16 @@ class _Pool(nnx.Module):
     return self._pool(x)  # type: ignore[attr-defined]
 
 
-class MaxPool(_layers.MaxPool, _Pool):
+
+class _MaskedPool(_Pool):
+  """A pooling module whose function takes a ``mask``, given at the call."""
+
+  def __call__(self, x: ArrayLike,
+               mask: ArrayLike | None = None) -> jax.Array:
+    """Pools ``x``, leaving out the elements where ``mask`` is False."""
+    return self._pool(x, mask=mask)  # type: ignore[attr-defined]
+
+class MaxPool(_layers.MaxPool, _MaskedPool):
   """Max pooling, :func:`jaxpool.max_pool`, as an NNX module.
 
   Example:
@@ -56,7 +65,7 @@ class MinPool(_layers.MinPool, _Pool):
   """
 
 
-class AvgPool(_layers.AvgPool, _Pool):
+class AvgPool(_layers.AvgPool, _MaskedPool):
   """Average pooling, :func:`jaxpool.avg_pool`, as an NNX module.
 
   Example:
@@ -78,7 +87,7 @@ class LPPool(_layers.LPPool, _Pool):
   """
 
 
-class AdaptiveAvgPool(_layers.AdaptiveAvgPool, _Pool):
+class AdaptiveAvgPool(_layers.AdaptiveAvgPool, _MaskedPool):
   """Adaptive average pooling, :func:`jaxpool.adaptive_avg_pool`, in NNX.
 
   Example:
@@ -89,7 +98,7 @@ class AdaptiveAvgPool(_layers.AdaptiveAvgPool, _Pool):
   """
 
 
-class AdaptiveMaxPool(_layers.AdaptiveMaxPool, _Pool):
+class AdaptiveMaxPool(_layers.AdaptiveMaxPool, _MaskedPool):
   """Adaptive max pooling, :func:`jaxpool.adaptive_max_pool`, in NNX.
 
   Example:
@@ -100,7 +109,7 @@ class AdaptiveMaxPool(_layers.AdaptiveMaxPool, _Pool):
   """
 
 
-class GlobalAvgPool(_layers.GlobalAvgPool, _Pool):
+class GlobalAvgPool(_layers.GlobalAvgPool, _MaskedPool):
   """Global average pooling, :func:`jaxpool.global_avg_pool`, as an NNX module.
 
   Example:
@@ -111,7 +120,7 @@ class GlobalAvgPool(_layers.GlobalAvgPool, _Pool):
   """
 
 
-class GlobalMaxPool(_layers.GlobalMaxPool, _Pool):
+class GlobalMaxPool(_layers.GlobalMaxPool, _MaskedPool):
   """Global max pooling, :func:`jaxpool.global_max_pool`, as an NNX module.
 
   Example:

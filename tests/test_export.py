@@ -208,6 +208,12 @@ def test_symbolic_batch_only(fn):
 # ---------------------------------------------------------------------------
 # Adaptive, global, pyramid, indices, flatten.
 
+def _segments(x, method):
+  nodes = x.reshape(-1, x.shape[-1])
+  ids = jax.lax.broadcasted_iota(jnp.int32, nodes.shape[:1], 0) % 5
+  return jaxpool.segment_pool(nodes, ids, 7, method=method)
+
+
 OTHERS = {
     "adaptive_max": (lambda x: jaxpool.adaptive_max_pool(x, (3, 5)),
                      "b, h, w, 3", True),
@@ -263,6 +269,23 @@ OTHERS = {
     "gem": (lambda x: jaxpool.gem_pool(x, 3.0, window_shape=(3, 3),
                                        strides=2), "b, h, w, 2", False),
     "gem_global": (jaxpool.gem_pool, "b, h, w, 3", False),
+    # Masks of symbolic shape, made from the input (a padded batch's mask).
+    "masked_max": (lambda x: jaxpool.max_pool(
+        x, 3, 2, 1, mask=x[..., 0] > 0), "b, h, w, 2", True),
+    "masked_avg": (lambda x: jaxpool.avg_pool(
+        x, (3, 3), 2, 1, mask=x[:, 0] > 0, channels_first=True),
+                   "b, 2, h, w", False),
+    "masked_global_avg": (lambda x: jaxpool.global_avg_pool(
+        x, mask=x[..., 1] > 0), "b, h, w, 2", False),
+    "masked_global_max": (lambda x: jaxpool.global_max_pool(
+        x, mask=x[..., 1] > 0, tie_rule="split"), "b, h, w, 2", False),
+    "masked_adaptive_avg": (lambda x: jaxpool.adaptive_avg_pool(
+        x, (3, 4), mask=x[..., 0] > 0), "b, h, w, 2", False),
+    "masked_adaptive_max": (lambda x: jaxpool.adaptive_max_pool(
+        x, (None, 4), mask=x[..., 0] > 0), "b, h, w, 2", True),
+    # A symbolic number of nodes; num_segments is static.
+    "segment_max": (lambda x: _segments(x, "max"), "b, h, w, 3", False),
+    "segment_mean": (lambda x: _segments(x, "mean"), "b, h, w, 3", False),
 }
 
 

@@ -54,11 +54,13 @@ FUNCTIONS = {
     "max_blur_pool": jaxpool.max_blur_pool,
     "aps_pool": lambda x: jaxpool.aps_pool(x, 2, window_shape=2),
     "gem_pool": lambda x: jaxpool.gem_pool(x, 3.0, window_shape=(2, 2)),
+    "segment_pool": lambda x: jaxpool.segment_pool(
+        x.reshape(-1, 3), np.arange(2 * 12 * 12) % 5, 5, method="max"),
 }
 
 #: Public names that are not functions of an array, or not poolings.
 NOT_POOLING = {"force_plain_lowering", "invariance", "pool_output_shape",
-               "tune"}
+               "tune", "graph"}
 
 
 def test_every_public_function_is_exported_here():

@@ -268,6 +268,25 @@ ALL_CASES = (
     Case("gem_global", "gem_pool", lambda x: jaxpool.gem_pool(jnp.abs(x)),
          rows=1, forward=REDUCTION, backward=REDUCTION,
          splits=("batch", "spatial", "both"), keeps_split=False),
+    # Nodes of each example split over devices: each device pools its nodes
+    # into every segment, then one all-reduce of (batch, segments, C).
+    Case("segment_max_nodes", "segment_pool",
+         jax.vmap(lambda x: jaxpool.segment_pool(
+             x, np.arange(1024) * 16 // 1024, 16, method="max",
+             indices_are_sorted=True)),
+         shape=(4, 1024, 8), spatial_axes=(1,), rows=16, forward=REDUCTION,
+         backward=REDUCTION, keeps_split=False),
+    Case("segment_mean_nodes", "segment_pool",
+         jax.vmap(lambda x: jaxpool.segment_pool(
+             x, np.arange(1024) % 16, 16)),
+         shape=(4, 1024, 8), spatial_axes=(1,), rows=16, forward=REDUCTION,
+         backward=REDUCTION, keeps_split=False),
+    # Masks split as the input is: the masked pools keep their collectives.
+    Case("masked_max_3x3_s2_p1", "max_pool",
+         lambda x: jaxpool.max_pool(x, (3, 3), 2, 1, mask=x[..., 0] > 0)),
+    Case("masked_global_avg", "global_avg_pool",
+         lambda x: jaxpool.global_avg_pool(x, mask=x[..., 0] > 0), rows=1,
+         forward=REDUCTION, backward=REDUCTION, keeps_split=False),
 )
 # Cases for functions the package does not export are left out; the
 # coverage test below fails if an exported function has no case.
