@@ -28,6 +28,7 @@ from jaxpool import _lowering
 from jaxpool._adaptive import spatial_rank
 from jaxpool._indices import max_pool_with_indices
 from jaxpool._pooling import max_pool
+from jaxpool._sharding import partitioned
 from jaxpool._spec import int_tuple, is_symbolic, layout_axes
 from jaxpool._typing import IntOrSequence
 
@@ -106,6 +107,7 @@ def _gather_plan(starts: jax.Array, axis: int, spatial_axes: tuple[int, ...],
                               tuple(sorted(dims)))
 
 
+@partitioned
 def fractional_max_pool(
     x: ArrayLike, window_shape: IntOrSequence,
     output_size: IntOrSequence | None = None, *,
