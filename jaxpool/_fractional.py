@@ -125,7 +125,8 @@ def fractional_max_pool(
   (``jax.random.uniform``) or given as ``samples``. With the same samples
   (PyTorch's ``_random_samples``) the values, indices and gradients are
   ``torch.nn.functional.fractional_max_pool2d/3d``'s, the starts computed as
-  its kernel does, in ``x``'s dtype; 1-D follows the same rule. Ties go to
+  its kernel does, in ``x``'s dtype; 1-D follows the same rule. (PyTorch's
+  3-D check also rejects ``o = n - k + 1``, which is allowed here.) Ties go to
   the first maximum in row-major window order, NaN to the last NaN, as
   :func:`jaxpool.max_pool_with_indices`; the gradient flows to the chosen
   element.
