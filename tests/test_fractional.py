@@ -7,6 +7,10 @@ transcribes PyTorch's ``generate_intervals`` for 1-D, which PyTorch lacks.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+
+import chex
 import jax
 import jax.numpy as jnp
 import ml_dtypes
@@ -230,3 +234,78 @@ def test_bad_key_and_samples():
   with pytest.raises(TypeError, match="floating"):
     jaxpool.fractional_max_pool(jnp.ones((1, 8, 8, 2), jnp.int32), 2, 4,
                                 samples=np.zeros((1, 2, 2)))
+
+
+# ---------------------------------------------------------------------------
+# Modules: each is one call of the function, with the key it draws.
+
+
+def module_fields(module):
+  """``module``'s dataclass fields as (name, default, keyword-only)."""
+  return [(f.name,
+           "required" if f.default is dataclasses.MISSING else f.default,
+           f.kw_only) for f in dataclasses.fields(module)
+          if f.name not in ("parent", "name", "rngs", "_")]
+
+
+def function_fields(function, call_arguments):
+  return [(p.name, "required" if p.default is p.empty else p.default,
+           p.kind == p.KEYWORD_ONLY)
+          for p in list(inspect.signature(function).parameters.values())[1:]
+          if p.name not in call_arguments]
+
+
+def linen_key(key):
+  """The key a top-level Linen module's first ``make_rng("pooling")`` gets
+  from ``rngs={"pooling": key}``."""
+  import flax.linen as nn
+
+  class Probe(nn.Module):
+
+    def __call__(self):
+      return self.make_rng("pooling")
+
+  return Probe().apply({}, rngs={"pooling": key})
+
+
+def test_modules_take_the_function_keywords_but_the_key():
+  from jaxpool import equinox as jpe
+  from jaxpool import linen as jpl
+  from jaxpool import nnx as jpn
+  want = function_fields(jaxpool.fractional_max_pool, ("key", "samples"))
+  for module in (jpl.FractionalMaxPool, jpn.FractionalMaxPool,
+                 jpe.FractionalMaxPool):
+    assert module_fields(module) == want, module
+
+
+def test_modules_equal_the_function_with_their_key():
+  import flax.nnx as nnx
+  from jaxpool import equinox as jpe
+  from jaxpool import linen as jpl
+  from jaxpool import nnx as jpn
+  x = jnp.asarray(np.random.default_rng(8).standard_normal((2, 9, 9, 3)),
+                  jnp.float32)
+  kwargs = dict(window_shape=2, output_ratio=0.7, return_indices=True)
+  key = jax.random.key(4)
+  want = jaxpool.fractional_max_pool(x, key=key, **kwargs)
+  chex.assert_trees_all_equal(
+      jpl.FractionalMaxPool(**kwargs).apply({}, x, rngs={"pooling": key}),
+      jaxpool.fractional_max_pool(x, key=linen_key(key), **kwargs))
+  chex.assert_trees_all_equal(jpe.FractionalMaxPool(**kwargs)(x, key=key),
+                              want)
+  chex.assert_trees_all_equal(jpn.FractionalMaxPool(**kwargs)(x, rngs=key),
+                              want)
+  # NNX's own stream: "pooling", forked as nnx.Dropout forks.
+  stream = nnx.Rngs(pooling=5)["pooling"].fork()
+  chex.assert_trees_all_equal(
+      jpn.FractionalMaxPool(**kwargs, rngs=nnx.Rngs(pooling=5))(x),
+      jaxpool.fractional_max_pool(x, key=stream(), **kwargs))
+  # Explicit samples, in all three.
+  samples = np.random.default_rng(9).random((2, 3, 2)).astype(np.float32)
+  want = jaxpool.fractional_max_pool(x, samples=samples, **kwargs)
+  for got in (jpl.FractionalMaxPool(**kwargs).apply({}, x, samples),
+              jpn.FractionalMaxPool(**kwargs)(x, samples),
+              jpe.FractionalMaxPool(**kwargs)(x, samples)):
+    chex.assert_trees_all_equal(got, want)
+  with pytest.raises(ValueError, match="key"):
+    jpe.FractionalMaxPool(**kwargs)(x)

@@ -20,6 +20,7 @@ from jax.test_util import check_grads
 
 import jaxpool
 from test_adaptive import to_bcs
+from test_fractional import function_fields, linen_key, module_fields
 
 
 def numpy_windows(x, window, strides, padding, rank, channels_first):
@@ -158,3 +159,52 @@ def test_bad_arguments():
                             deterministic=True)
   with pytest.raises(ValueError, match="window"):
     jaxpool.stochastic_pool(x, (5, 5), deterministic=True)
+
+
+# ---------------------------------------------------------------------------
+# Modules: each is one call of the function, with the key it draws.
+
+
+def test_modules_take_the_function_keywords_but_the_key():
+  from jaxpool import equinox as jpe
+  from jaxpool import linen as jpl
+  from jaxpool import nnx as jpn
+  want = function_fields(jaxpool.stochastic_pool, ("key",))
+  for module in (jpl.StochasticPool, jpn.StochasticPool, jpe.StochasticPool):
+    assert module_fields(module) == want, module
+
+
+def test_modules_equal_the_function_with_their_key():
+  import flax.nnx as nnx
+  from jaxpool import equinox as jpe
+  from jaxpool import linen as jpl
+  from jaxpool import nnx as jpn
+  x = jnp.asarray(relu_input(np.random.default_rng(8), (2, 8, 8, 3)))
+  kwargs = dict(window_shape=(3, 3), strides=2, padding=1)
+  key = jax.random.key(4)
+  train = jaxpool.stochastic_pool(x, key=key, **kwargs)
+  test = jaxpool.stochastic_pool(x, deterministic=True, **kwargs)
+  # Linen: the "pooling" stream; deterministic as a field or at the call.
+  module = jpl.StochasticPool(**kwargs)
+  np.testing.assert_array_equal(
+      module.apply({}, x, rngs={"pooling": key}),
+      jaxpool.stochastic_pool(x, key=linen_key(key), **kwargs))
+  np.testing.assert_array_equal(module.apply({}, x, deterministic=True), test)
+  np.testing.assert_array_equal(
+      jpl.StochasticPool(**kwargs, deterministic=True).apply({}, x), test)
+  # NNX: rngs at construction ("pooling", forked) or at the call; eval().
+  stream = nnx.Rngs(pooling=5)["pooling"].fork()
+  module = jpn.StochasticPool(**kwargs, rngs=nnx.Rngs(pooling=5))
+  np.testing.assert_array_equal(
+      module(x), jaxpool.stochastic_pool(x, key=stream(), **kwargs))
+  np.testing.assert_array_equal(module(x, rngs=key), train)
+  module.eval()
+  np.testing.assert_array_equal(module(x), test)
+  # Equinox: key at the call; inference or deterministic.
+  module = jpe.StochasticPool(**kwargs)
+  np.testing.assert_array_equal(module(x, key=key), train)
+  np.testing.assert_array_equal(module(x, inference=True), test)
+  np.testing.assert_array_equal(
+      jpe.StochasticPool(**kwargs, deterministic=True)(x), test)
+  with pytest.raises(ValueError, match="key"):
+    module(x)
