@@ -54,6 +54,10 @@ FUNCTIONS = {
     "max_blur_pool": jaxpool.max_blur_pool,
     "aps_pool": lambda x: jaxpool.aps_pool(x, 2, window_shape=2),
     "gem_pool": lambda x: jaxpool.gem_pool(x, 3.0, window_shape=(2, 2)),
+    "fractional_max_pool": lambda x: jaxpool.fractional_max_pool(
+        x, 2, (7, 7), key=jax.random.key(0)),
+    "stochastic_pool": lambda x: jaxpool.stochastic_pool(
+        jnp.abs(x), (2, 2), key=jax.random.key(0)),
 }
 
 #: Public names that are not functions of an array, or not poolings.
