@@ -52,7 +52,7 @@ class Layer:
   ``eq`` and ``repr`` are left to Flax, which gives both APIs their own.
   """
 
-  function: ClassVar[Callable[..., jax.Array]]
+  function: ClassVar[Callable[..., Any]]
   #: Keywords of the function given at each call, not fields: a PRNG key,
   #: which each framework draws its own way.
   call_arguments: ClassVar[tuple[str, ...]] = ()

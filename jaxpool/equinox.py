@@ -345,9 +345,9 @@ class FractionalMaxPool(_Pool, _layers.FractionalMaxPool):
     Graham 2014, "Fractional Max-Pooling".
   """
 
-  def __call__(self, x: ArrayLike, samples: ArrayLike | None = None, *,
-               key: jax.Array | None = None
-               ) -> jax.Array | tuple[jax.Array, jax.Array]:
+  def __call__(  # type: ignore[override]  # samples may come positionally
+      self, x: ArrayLike, samples: ArrayLike | None = None, *,
+      key: jax.Array | None = None) -> jax.Array | tuple[jax.Array, jax.Array]:
     """Pools ``x`` with samples drawn from ``key``, or the ``samples``."""
     if samples is not None:
       return self._pool(x, samples=samples)
@@ -390,5 +390,5 @@ class StochasticPool(_Pool, _layers.StochasticPool):
           "disagree; give one.")
     flag = inference if inference is not None else deterministic
     if flag is None:
-      flag = self.deterministic  # type: ignore[attr-defined]
+      flag = self.deterministic
     return self._pool(x, key=None if flag else key, deterministic=flag)

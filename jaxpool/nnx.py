@@ -283,20 +283,19 @@ def _stream(rngs: nnx.Rngs | nnx.RngStream | None) -> nnx.RngStream | None:
   raise TypeError(f"rngs must be nnx.Rngs, an RngStream or None, got {rngs!r}.")
 
 
-def _key(stream: nnx.RngStream | None,
-         rngs: nnx.Rngs | nnx.RngStream | jax.Array | None) -> jax.Array:
-  """A key from the call's ``rngs`` if given, else from ``stream``."""
-  if isinstance(rngs, nnx.Rngs):
-    return rngs["pooling"]()
-  if isinstance(rngs, nnx.RngStream):
-    return rngs()
-  if rngs is not None:
-    return rngs
-  if stream is None:
+def _key(own: nnx.Rngs | nnx.RngStream | None,
+         given: nnx.Rngs | nnx.RngStream | jax.Array | None) -> jax.Array:
+  """A key from the call's ``given`` rngs if any, else from the module's."""
+  source = given if given is not None else own
+  if source is None:
     raise ValueError(
         "no key: give rngs=nnx.Rngs(...) when making the module, or rngs at "
         "the call.")
-  return stream()
+  if isinstance(source, nnx.Rngs):
+    return source["pooling"]()
+  if isinstance(source, nnx.RngStream):
+    return source()
+  return source
 
 
 @dataclasses.dataclass(eq=False, repr=False)
