@@ -92,6 +92,27 @@ def test_matches_torch(rank, spatial, window, out, dtype, channels_first):
                              atol=0 if dtype == np.float32 else 2e-2)
 
 
+def test_nan_and_inf_follow_torch():
+  # PyTorch's kernel: the last NaN of a window wins, and -inf windows give
+  # their first element; the gradient goes where the index says.
+  rng = np.random.default_rng(5)
+  x = rng.standard_normal((1, 2, 9, 9)).astype(np.float32)
+  x[0, 0, 2, 3] = x[0, 0, 3, 3] = np.nan
+  x[0, 1, :4, :4] = -np.inf
+  samples = rng.random((1, 2, 2)).astype(np.float32)
+  ct = np.ones((1, 2, 5, 5), np.float32)
+  fn = lambda x: jaxpool.fractional_max_pool(
+      x, 3, (5, 5), samples=samples, return_indices=True,
+      channels_first=True)
+  (y, i), vjp = jax.vjp(fn, x)
+  (grad,) = vjp((jnp.asarray(ct), np.zeros(i.shape, jax.dtypes.float0)))
+  want_y, want_i, want_grad = torch_fractional(x, 3, (5, 5), samples, ct, 2,
+                                               True)
+  np.testing.assert_array_equal(y, want_y)
+  np.testing.assert_array_equal(i, want_i)
+  np.testing.assert_array_equal(grad, want_grad)
+
+
 def test_float64_and_long_dims_match_torch():
   # Long dims make alpha's rounding matter; float64 computes the starts in
   # float64, as the kernel's scalar_t.
