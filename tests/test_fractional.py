@@ -65,8 +65,8 @@ def _inputs(rng, shape, rank, channels_first, dtype):
   return x, samples
 
 
-@pytest.mark.parametrize("channels_first", [False, True])
-@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16])
+@pytest.mark.parametrize("dtype,channels_first", [
+    (np.float32, False), (np.float32, True), (ml_dtypes.bfloat16, False)])
 @pytest.mark.parametrize("rank,spatial,window,out", [
     (2, (11, 9), (2, 3), (5, 4)),
     (2, (8, 8), (3, 3), (6, 1)),
@@ -176,8 +176,7 @@ def numpy_fractional_1d(x, k, o, samples, cotangent):
   return y, idx, grad
 
 
-@pytest.mark.parametrize("n,k,o", [(10, 2, 5), (17, 3, 9), (6, 1, 6),
-                                   (9, 4, 1)])
+@pytest.mark.parametrize("n,k,o", [(17, 3, 9), (6, 1, 6), (9, 4, 1)])
 def test_1d_matches_numpy_loop(n, k, o):
   rng = np.random.default_rng(n)
   x = np.round(rng.standard_normal((2, n, 3)) * 2).astype(np.float32)
@@ -217,8 +216,8 @@ def test_vmap_and_grad():
   x = jnp.asarray(np.random.default_rng(7).standard_normal((3, 1, 12, 12)),
                   jnp.float32)
   keys = jax.random.split(jax.random.key(0), 3)
-  fn = lambda x, k: jaxpool.fractional_max_pool(
-      x, (2, 2), (7, 7), key=k, channels_first=True)
+  fn = jax.jit(lambda x, k: jaxpool.fractional_max_pool(
+      x, (2, 2), (7, 7), key=k, channels_first=True))
   y = jax.vmap(fn)(x[:, None], keys)
   for j in range(3):
     np.testing.assert_array_equal(y[j], fn(x[j:j + 1], keys[j]))
