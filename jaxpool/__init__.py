@@ -10,6 +10,7 @@ from jaxpool._adaptive import global_max_pool
 from jaxpool._blur import blur_pool
 from jaxpool._blur import max_blur_pool
 from jaxpool._flatten import flatten
+from jaxpool._fractional import fractional_max_pool
 from jaxpool._indices import max_pool_with_indices
 from jaxpool._indices import max_unpool
 from jaxpool._lowering import force_plain_lowering
@@ -25,6 +26,7 @@ from jaxpool._pyramid import spatial_pyramid_pool
 from jaxpool._pyramid import spp_yolo
 from jaxpool._segment import segment_pool
 from jaxpool._pyramid import sppf
+from jaxpool._stochastic import stochastic_pool
 
 __version__ = "0.1.0"
 
@@ -45,6 +47,7 @@ __all__ = (
     "blur_pool",
     "flatten",
     "force_plain_lowering",
+    "fractional_max_pool",
     "gem_pool",
     "global_avg_pool",
     "global_max_pool",
@@ -62,5 +65,6 @@ __all__ = (
     "spatial_pyramid_pool",
     "spp_yolo",
     "sppf",
+    "stochastic_pool",
     "tune",
 )

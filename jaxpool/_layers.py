@@ -45,6 +45,13 @@ def keyword_names(function: Callable[..., Any]) -> tuple[str, ...]:
   return tuple(name for name in names if name not in CALL_ARGUMENTS)
 
 
+def field_names(layer: type[Layer] | Layer) -> tuple[str, ...]:
+  """The keywords of ``layer``'s function that are its fields: all but the
+  ones a call supplies (:attr:`Layer.call_arguments`, such as a key)."""
+  return tuple(name for name in keyword_names(layer.function)
+               if name not in layer.call_arguments)
+
+
 @dataclasses.dataclass(eq=False, repr=False)
 class Layer:
   """A pooling function's arguments as fields; Flax adds ``__call__``.
@@ -52,24 +59,28 @@ class Layer:
   ``eq`` and ``repr`` are left to Flax, which gives both APIs their own.
   """
 
-  function: ClassVar[Callable[..., jax.Array]]
+  function: ClassVar[Callable[..., Any]]
+  #: Keywords of the function given at each call, not fields: a PRNG key,
+  #: which each framework draws its own way.
+  call_arguments: ClassVar[tuple[str, ...]] = ()
 
   def __post_init__(self) -> None:
     # Linen hashes its modules and NNX keeps lists as graph nodes, so window
     # arguments are stored as tuples; object.__setattr__ because Linen's own
     # __setattr__ needs the state its __post_init__ has not yet made.
-    for name in keyword_names(self.function):
+    for name in field_names(self):
       object.__setattr__(self, name, _frozen(getattr(self, name)))
     post_init = getattr(super(), "__post_init__", None)
     if post_init is not None:
       post_init()
 
   def _pool(self, x: jax.typing.ArrayLike, **call: Any) -> jax.Array:
-    """One call of :attr:`function` with these fields as its arguments, and
-    ``call`` (the :data:`CALL_ARGUMENTS` given at the module's call)."""
+    """One call of :attr:`function` with these fields as its arguments;
+    ``call`` adds the call's own (a key, or the :data:`CALL_ARGUMENTS`) and
+    overrides fields."""
     return self.function(
-        x, **{name: getattr(self, name)
-              for name in keyword_names(self.function)}, **call)
+        x, **{**{name: getattr(self, name) for name in field_names(self)},
+              **call})
 
 
 @dataclasses.dataclass(eq=False, repr=False)
@@ -294,3 +305,33 @@ class AdaptiveMaxPoolWithIndices(AdaptiveAvgPool):
   """The arguments of :func:`jaxpool.adaptive_max_pool_with_indices`."""
 
   function = staticmethod(jaxpool.adaptive_max_pool_with_indices)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class FractionalMaxPool(Layer):
+  """The arguments of :func:`jaxpool.fractional_max_pool`; ``key`` (or
+  ``samples``) comes with each call."""
+
+  function = staticmethod(jaxpool.fractional_max_pool)
+  call_arguments = ("key", "samples")
+  window_shape: IntOrSequence
+  output_size: IntOrSequence | None = None
+  _: dataclasses.KW_ONLY
+  output_ratio: float | Sequence[float] | None = None
+  return_indices: bool = False
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class StochasticPool(Layer):
+  """The arguments of :func:`jaxpool.stochastic_pool`; ``key`` comes with
+  each call, and ``deterministic`` may be overridden there."""
+
+  function = staticmethod(jaxpool.stochastic_pool)
+  call_arguments = ("key",)
+  window_shape: IntOrSequence
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  _: dataclasses.KW_ONLY
+  deterministic: bool = False
+  channels_first: bool = False

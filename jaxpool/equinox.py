@@ -61,7 +61,7 @@ class _Pool(eqx.Module):
     own = dict(cls.__dict__.get("__annotations__", {}))
     fields = {f.name: f for f in dataclasses.fields(layers[0])}
     annotations = {}
-    for name in _layers.keyword_names(layers[0].function):
+    for name in _layers.field_names(layers[0]):
       if name in own:
         continue
       field = fields[name]
@@ -337,3 +337,70 @@ class ApsPool(_Pool, _layers.ApsPool):
     Chaman & Dokmanić 2021, "Truly Shift-Invariant Convolutional Neural
     Networks".
   """
+
+
+class FractionalMaxPool(_Pool, _layers.FractionalMaxPool):
+  """Fractional max pooling, :func:`jaxpool.fractional_max_pool`, in Equinox.
+
+  Each call takes a ``key`` (as ``eqx.nn.Dropout``), or explicit
+  ``samples``.
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import FractionalMaxPool
+    >>> pool = FractionalMaxPool(2, output_ratio=0.7)
+    >>> pool(jnp.ones((8, 32, 32, 3)), key=jax.random.key(0)).shape
+    (8, 22, 22, 3)
+
+  References:
+    Graham 2014, "Fractional Max-Pooling".
+  """
+
+  def __call__(  # type: ignore[override]  # samples may come positionally
+      self, x: ArrayLike, samples: ArrayLike | None = None, *,
+      key: jax.Array | None = None) -> jax.Array | tuple[jax.Array, jax.Array]:
+    """Pools ``x`` with samples drawn from ``key``, or the ``samples``."""
+    if samples is not None:
+      return self._pool(x, samples=samples)
+    return self._pool(x, key=key)
+
+
+class StochasticPool(_Pool, _layers.StochasticPool):
+  """Stochastic pooling, :func:`jaxpool.stochastic_pool`, in Equinox.
+
+  Training calls take a ``key``. ``deterministic`` (evaluation, no key) is
+  a static field; a call may override it with ``inference`` (the name
+  ``eqx.nn.Dropout`` uses) or ``deterministic``. ``eqx.nn.inference_mode``
+  does not reach a static field: set ``deterministic`` with
+  ``eqx.tree_at`` or pass ``inference`` instead.
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import StochasticPool
+    >>> pool = StochasticPool((2, 2))
+    >>> x = jnp.ones((8, 32, 32, 3))
+    >>> pool(x, key=jax.random.key(0)).shape
+    (8, 16, 16, 3)
+    >>> pool(x, inference=True).shape
+    (8, 16, 16, 3)
+
+  References:
+    Zeiler & Fergus 2013, "Stochastic Pooling for Regularization of Deep
+    Convolutional Neural Networks".
+  """
+
+  def __call__(self, x: ArrayLike, *, key: jax.Array | None = None,
+               inference: bool | None = None,
+               deterministic: bool | None = None) -> jax.Array:
+    """Pools ``x``: a draw with ``key``, or the expectation in inference."""
+    if inference is not None and deterministic is not None and (
+        inference != deterministic):
+      raise ValueError(
+          f"inference={inference!r} and deterministic={deterministic!r} "
+          "disagree; give one.")
+    flag = inference if inference is not None else deterministic
+    if flag is None:
+      flag = self.deterministic
+    return self._pool(x, key=None if flag else key, deterministic=flag)

@@ -280,3 +280,60 @@ class AdaptiveMaxPoolWithIndices(_layers.AdaptiveMaxPoolWithIndices, _Pool):
     >>> i.shape
     (8, 7, 7, 64)
   """
+
+
+class FractionalMaxPool(_layers.FractionalMaxPool, nn.Module):
+  """Fractional max pooling, :func:`jaxpool.fractional_max_pool`, in Linen.
+
+  Each call draws its key from the ``"pooling"`` RNG stream (give
+  ``rngs={"pooling": key}`` to ``apply``), or takes explicit ``samples``.
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import FractionalMaxPool
+    >>> pool = FractionalMaxPool(2, output_ratio=0.7)
+    >>> pool.apply({}, jnp.ones((8, 32, 32, 3)),
+    ...            rngs={"pooling": jax.random.key(0)}).shape
+    (8, 22, 22, 3)
+
+  References:
+    Graham 2014, "Fractional Max-Pooling".
+  """
+
+  def __call__(self, x: ArrayLike, samples: ArrayLike | None = None
+               ) -> jax.Array | tuple[jax.Array, jax.Array]:
+    if samples is not None:
+      return self._pool(x, samples=samples)
+    return self._pool(x, key=self.make_rng("pooling"))
+
+
+class StochasticPool(_layers.StochasticPool, nn.Module):
+  """Stochastic pooling, :func:`jaxpool.stochastic_pool`, as a Linen module.
+
+  In training each call draws its key from the ``"pooling"`` RNG stream;
+  ``deterministic`` (evaluation, no key) is a field that the call may
+  override, as ``flax.linen.Dropout``'s.
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import StochasticPool
+    >>> pool = StochasticPool((2, 2))
+    >>> x = jnp.ones((8, 32, 32, 3))
+    >>> pool.apply({}, x, rngs={"pooling": jax.random.key(0)}).shape
+    (8, 16, 16, 3)
+    >>> pool.apply({}, x, deterministic=True).shape
+    (8, 16, 16, 3)
+
+  References:
+    Zeiler & Fergus 2013, "Stochastic Pooling for Regularization of Deep
+    Convolutional Neural Networks".
+  """
+
+  def __call__(self, x: ArrayLike, deterministic: bool | None = None
+               ) -> jax.Array:
+    if deterministic is None:
+      deterministic = self.deterministic
+    key = None if deterministic else self.make_rng("pooling")
+    return self._pool(x, key=key, deterministic=deterministic)

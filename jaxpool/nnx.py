@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import flax.nnx as nnx
@@ -277,3 +278,105 @@ class AdaptiveMaxPoolWithIndices(_layers.AdaptiveMaxPoolWithIndices, _Pool):
     >>> i.shape
     (8, 7, 7, 64)
   """
+
+
+def _stream(rngs: nnx.Rngs | nnx.RngStream | None) -> nnx.RngStream | None:
+  """The ``"pooling"`` stream of ``rngs`` (its default stream if it has
+  none), forked as ``nnx.Dropout`` forks its own."""
+  if rngs is None:
+    return None
+  if isinstance(rngs, nnx.Rngs):
+    return rngs["pooling"].fork()
+  if isinstance(rngs, nnx.RngStream):
+    return rngs.fork()
+  raise TypeError(f"rngs must be nnx.Rngs, an RngStream or None, got {rngs!r}.")
+
+
+def _key(own: nnx.Rngs | nnx.RngStream | None,
+         given: nnx.Rngs | nnx.RngStream | jax.Array | None) -> jax.Array:
+  """A key from the call's ``given`` rngs if any, else from the module's."""
+  source = given if given is not None else own
+  if source is None:
+    raise ValueError(
+        "no key: give rngs=nnx.Rngs(...) when making the module, or rngs at "
+        "the call.")
+  if isinstance(source, nnx.Rngs):
+    return source["pooling"]()
+  if isinstance(source, nnx.RngStream):
+    return source()
+  return source
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class FractionalMaxPool(_layers.FractionalMaxPool, nnx.Module):
+  """Fractional max pooling, :func:`jaxpool.fractional_max_pool`, in NNX.
+
+  ``rngs`` (the ``"pooling"`` stream, else the default one) gives each
+  call its key; a call may pass its own ``rngs`` (Rngs, a stream or a key),
+  or explicit ``samples``.
+
+  Example:
+    >>> import flax.nnx as nnx
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import FractionalMaxPool
+    >>> pool = FractionalMaxPool(2, output_ratio=0.7, rngs=nnx.Rngs(0))
+    >>> pool(jnp.ones((8, 32, 32, 3))).shape
+    (8, 22, 22, 3)
+
+  References:
+    Graham 2014, "Fractional Max-Pooling".
+  """
+
+  rngs: nnx.Rngs | nnx.RngStream | None = dataclasses.field(
+      default=None, kw_only=True)
+
+  def __post_init__(self) -> None:
+    super().__post_init__()
+    self.rngs = _stream(self.rngs)
+
+  def __call__(self, x: ArrayLike, samples: ArrayLike | None = None, *,
+               rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None
+               ) -> jax.Array | tuple[jax.Array, jax.Array]:
+    if samples is not None:
+      return self._pool(x, samples=samples)
+    return self._pool(x, key=_key(self.rngs, rngs))
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class StochasticPool(_layers.StochasticPool, nnx.Module):
+  """Stochastic pooling, :func:`jaxpool.stochastic_pool`, as an NNX module.
+
+  ``rngs`` (the ``"pooling"`` stream, else the default one) gives each
+  training call its key; ``deterministic`` is a field, set by
+  ``model.eval()`` and ``model.train()``, and a call may override it (and
+  pass its own ``rngs``), as ``nnx.Dropout``.
+
+  Example:
+    >>> import flax.nnx as nnx
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import StochasticPool
+    >>> pool = StochasticPool((2, 2), rngs=nnx.Rngs(0))
+    >>> pool(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+    >>> pool(jnp.ones((8, 32, 32, 3)), deterministic=True).shape
+    (8, 16, 16, 3)
+
+  References:
+    Zeiler & Fergus 2013, "Stochastic Pooling for Regularization of Deep
+    Convolutional Neural Networks".
+  """
+
+  rngs: nnx.Rngs | nnx.RngStream | None = dataclasses.field(
+      default=None, kw_only=True)
+
+  def __post_init__(self) -> None:
+    super().__post_init__()
+    self.rngs = _stream(self.rngs)
+
+  def __call__(self, x: ArrayLike, *, deterministic: bool | None = None,
+               rngs: nnx.Rngs | nnx.RngStream | jax.Array | None = None
+               ) -> jax.Array:
+    if deterministic is None:
+      deterministic = self.deterministic
+    key = None if deterministic else _key(self.rngs, rngs)
+    return self._pool(x, key=key, deterministic=deterministic)

@@ -286,6 +286,19 @@ OTHERS = {
     # A symbolic number of nodes; num_segments is static.
     "segment_max": (lambda x: _segments(x, "max"), "b, h, w, 3", False),
     "segment_mean": (lambda x: _segments(x, "mean"), "b, h, w, 3", False),
+    # The window starts are computed from the symbolic sizes, samples drawn
+    # per symbolic batch.
+    "fractional": (lambda x: jaxpool.fractional_max_pool(
+        x, 2, (11, 9), key=jax.random.key(0), return_indices=True),
+                   "b, h, w, 2", True),
+    "fractional_3d_channels_first": (lambda x: jaxpool.fractional_max_pool(
+        x, (2, 3, 2), (3, 6, 5), samples=jnp.full(x.shape[:2] + (3,), 0.3),
+        channels_first=True), "b, 2, 4, h, w", True),
+    "stochastic": (lambda x: jaxpool.stochastic_pool(
+        jnp.abs(x), (3, 3), 2, 1, key=jax.random.key(0)), "b, h, w, 2", True),
+    "stochastic_eval": (lambda x: jaxpool.stochastic_pool(
+        jnp.abs(x), 2, channels_first=True, deterministic=True),
+                        "b, 2, h, w", False),
 }
 
 
@@ -346,6 +359,13 @@ def test_sppnet_bins_need_concrete_sizes():
         v, (1, 2), bins="sppnet")))(symbolic("b, h, w, 3"))
 
 
+def test_fractional_output_ratio_needs_concrete_sizes():
+  with pytest.raises(ValueError, match="output_ratio needs concrete"):
+    export.export(jax.jit(lambda v: jaxpool.fractional_max_pool(
+        v, 2, output_ratio=0.5, key=jax.random.key(0))))(
+            symbolic("b, h, w, 3"))
+
+
 def test_unprovable_window_fit_asks_for_a_constraint():
   unconstrained = jax.ShapeDtypeStruct(export.symbolic_shape("b, h, w, 3"),
                                        jnp.float32)
@@ -379,15 +399,23 @@ def _module_configs(api):
       "max_blur": api.MaxBlurPool(3, 2),
       "aps": api.ApsPool(2, window_shape=2, filter_size=3),
       "adaptive_max_indices": api.AdaptiveMaxPoolWithIndices((3, 4)),
+      "fractional": api.FractionalMaxPool(2, (9, 11)),
+      "stochastic": api.StochasticPool((3, 3), 2, 1),
   }
+
+
+#: Modules that draw a PRNG key: each API's test passes one its own way.
+KEYED = ("fractional", "stochastic")
 
 
 #: Modules whose functions need concrete spatial sizes, with the message.
 CONCRETE_ONLY: dict[str, tuple] = {}
 
 
-def _run_all(configs, x, call):
-  out = {name: call(m, x) for name, m in configs.items()
+def _run_all(configs, x, call, keyed_call):
+  key = jax.random.key(0)
+  out = {name: keyed_call(m, x, key) if name in KEYED else call(m, x)
+         for name, m in configs.items()
          if name not in ("with_indices", "unpool")}
   values, index = call(configs["with_indices"], x)
   out["with_indices"] = values
@@ -395,7 +423,7 @@ def _run_all(configs, x, call):
   return out
 
 
-def _check_modules(api, module_type, call):
+def _check_modules(api, module_type, call, keyed_call):
   configs = _module_configs(api)
   configs["with_indices"] = api.MaxPoolWithIndices(2)
   configs["unpool"] = api.MaxUnpool()
@@ -411,18 +439,21 @@ def _check_modules(api, module_type, call):
   # Forward only: each module is one call of its function (test_linen.py,
   # test_nnx.py: the same jaxpr, gradient included), whose gradient export
   # is tested above.
-  model = jax.jit(lambda x: _run_all(configs, x, call))
+  model = jax.jit(lambda x: _run_all(configs, x, call, keyed_call))
   exported = export.export(model)(symbolic("b, h, w, 2"))
   x = jnp.asarray(tied((2, 17, 19, 2)))
   assert_close(exported.call(x), model(x), exact=False)
 
 
 def test_linen_modules():
-  _check_modules(jpl, nn.Module, lambda m, *args: m.apply({}, *args))
+  _check_modules(jpl, nn.Module, lambda m, *args: m.apply({}, *args),
+                 lambda m, x, key: m.apply({}, jnp.abs(x),
+                                           rngs={"pooling": key}))
 
 
 def test_nnx_modules():
-  _check_modules(jpn, nnx.Module, lambda m, *args: m(*args))
+  _check_modules(jpn, nnx.Module, lambda m, *args: m(*args),
+                 lambda m, x, key: m(jnp.abs(x), rngs=key))
 
 
 def test_circular_padding_wider_than_a_symbolic_size_raises():

@@ -49,6 +49,8 @@ FUNCTIONS = {
 PAIRED = {
     "MaxPoolWithIndices": "max_pool_with_indices",
     "MaxUnpool": "max_unpool",
+    "FractionalMaxPool": "fractional_max_pool",
+    "StochasticPool": "stochastic_pool",
 }
 
 #: (module, keywords other than the defaults, input shape): every module, with

@@ -56,6 +56,10 @@ FUNCTIONS = {
     "gem_pool": lambda x: jaxpool.gem_pool(x, 3.0, window_shape=(2, 2)),
     "segment_pool": lambda x: jaxpool.segment_pool(
         x.reshape(-1, 3), np.arange(2 * 12 * 12) % 5, 5, method="max"),
+    "fractional_max_pool": lambda x: jaxpool.fractional_max_pool(
+        x, 2, (7, 7), key=jax.random.key(0)),
+    "stochastic_pool": lambda x: jaxpool.stochastic_pool(
+        jnp.abs(x), (2, 2), key=jax.random.key(0)),
 }
 
 #: Public names that are not functions of an array, or not poolings.

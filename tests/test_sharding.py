@@ -287,6 +287,20 @@ ALL_CASES = (
     Case("masked_global_avg", "global_avg_pool",
          lambda x: jaxpool.global_avg_pool(x, mask=x[..., 0] > 0), rows=1,
          forward=REDUCTION, backward=REDUCTION, keeps_split=False),
+    # Fractional windows start where per-example samples say: the gather of
+    # the stride-1 max pool at those rows is data-dependent.
+    Case("fractional_2_to_40", "fractional_max_pool",
+         lambda x: jaxpool.fractional_max_pool(
+             x, 2, (40, 40), key=jax.random.key(0)), rows=64,
+         forward=HALO | REDUCTION, backward=HALO | REDUCTION,
+         keeps_split=False),
+    # A draw per window from a partitionable key: halos only.
+    Case("stochastic_3x3_s2_p1", "stochastic_pool",
+         lambda x: jaxpool.stochastic_pool(
+             jnp.abs(x), (3, 3), 2, 1, key=jax.random.key(0))),
+    Case("stochastic_eval_3x3_s2_p1", "stochastic_pool",
+         lambda x: jaxpool.stochastic_pool(
+             jnp.abs(x), (3, 3), 2, 1, deterministic=True)),
 )
 # Cases for functions the package does not export are left out; the
 # coverage test below fails if an exported function has no case.
