@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
 
 import jaxpool
 from jaxpool._pyramid import LevelLike
@@ -47,11 +48,16 @@ class Layer:
 
   function: ClassVar[Callable[..., jax.Array]]
 
+  @classmethod
+  def config_names(cls) -> tuple[str, ...]:
+    """The function's keywords that are fields of this layer."""
+    return keyword_names(cls.function)
+
   def __post_init__(self) -> None:
     # Linen hashes its modules and NNX keeps lists as graph nodes, so window
     # arguments are stored as tuples; object.__setattr__ because Linen's own
     # __setattr__ needs the state its __post_init__ has not yet made.
-    for name in keyword_names(self.function):
+    for name in self.config_names():
       object.__setattr__(self, name, _frozen(getattr(self, name)))
     post_init = getattr(super(), "__post_init__", None)
     if post_init is not None:
@@ -286,3 +292,154 @@ class AdaptiveMaxPoolWithIndices(AdaptiveAvgPool):
   """The arguments of :func:`jaxpool.adaptive_max_pool_with_indices`."""
 
   function = staticmethod(jaxpool.adaptive_max_pool_with_indices)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class SoftPool(Layer):
+  """The arguments of :func:`jaxpool.soft_pool`."""
+
+  function = staticmethod(jaxpool.soft_pool)
+  _: dataclasses.KW_ONLY
+  window_shape: Shape | None = None
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  keepdims: bool = False
+  spatial_dims: int | None = None
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class LsePool(Layer):
+  """The arguments of :func:`jaxpool.lse_pool`."""
+
+  function = staticmethod(jaxpool.lse_pool)
+  r: float = 1.0
+  _: dataclasses.KW_ONLY
+  window_shape: Shape | None = None
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  keepdims: bool = False
+  spatial_dims: int | None = None
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class AdaptiveAvgMaxPool(Layer):
+  """The arguments of :func:`jaxpool.adaptive_avgmax_pool`."""
+
+  function = staticmethod(jaxpool.adaptive_avgmax_pool)
+  output_size: OutputSizeLike = 1
+  _: dataclasses.KW_ONLY
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class AdaptiveCatAvgMaxPool(AdaptiveAvgMaxPool):
+  """The arguments of :func:`jaxpool.adaptive_catavgmax_pool`."""
+
+  function = staticmethod(jaxpool.adaptive_catavgmax_pool)
+
+
+# ---------------------------------------------------------------------------
+# Layers with a learned parameter: the module owns the parameter, created
+# from the fields below, and passes it to the function at each call.
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class Learned(Layer):
+  """A pooling whose argument :attr:`learned` is a learned parameter.
+
+  The function's other keywords (but ``key``) are fields, as in
+  :class:`Layer`; a subclass adds the fields that shape and initialise the
+  parameter, and :meth:`initial` makes it.
+  """
+
+  learned: ClassVar[str]
+
+  @classmethod
+  def config_names(cls) -> tuple[str, ...]:
+    return tuple(name for name in keyword_names(cls.function)
+                 if name not in (cls.learned, "key"))
+
+  def initial(self) -> jax.Array:
+    """The parameter's initial value, float32."""
+    raise NotImplementedError
+
+  def _pool_with(self, x: jax.typing.ArrayLike,
+                 value: jax.typing.ArrayLike) -> jax.Array:
+    """One call of :attr:`function` with ``value`` as the parameter."""
+    return self.function(
+        x, **{self.learned: value},
+        **{name: getattr(self, name) for name in self.config_names()})
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class GemPool(Learned):
+  """:func:`jaxpool.gem_pool` with ``p`` learned: one, or one per channel."""
+
+  function = staticmethod(jaxpool.gem_pool)
+  learned = "p"
+  p_init: float = 3.0
+  channels: int | None = None
+  eps: float = 1e-6
+  _: dataclasses.KW_ONLY
+  window_shape: Shape | None = None
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  keepdims: bool = False
+  spatial_dims: int | None = None
+  channels_first: bool = False
+
+  def initial(self) -> jax.Array:
+    shape = () if self.channels is None else (self.channels,)
+    return jnp.full(shape, self.p_init, jnp.float32)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class MixedPool(Learned):
+  """:func:`jaxpool.mixed_pool` with ``a`` learned: one, or one per
+  channel."""
+
+  function = staticmethod(jaxpool.mixed_pool)
+  learned = "a"
+  a_init: float = 0.5
+  channels: int | None = None
+  _: dataclasses.KW_ONLY
+  window_shape: Shape | None = None
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  keepdims: bool = False
+  spatial_dims: int | None = None
+  channels_first: bool = False
+
+  def initial(self) -> jax.Array:
+    shape = () if self.channels is None else (self.channels,)
+    return jnp.full(shape, self.a_init, jnp.float32)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class GatedPool(Learned):
+  """:func:`jaxpool.gated_pool` with the gating mask learned (zeros at
+  first): one mask, or one per channel."""
+
+  function = staticmethod(jaxpool.gated_pool)
+  learned = "gate"
+  window_shape: Shape
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  _: dataclasses.KW_ONLY
+  channels: int | None = None
+  keepdims: bool = False
+  spatial_dims: int | None = None
+  channels_first: bool = False
+
+  def initial(self) -> jax.Array:
+    if not isinstance(self.window_shape, Sequence):
+      raise ValueError(
+          "GatedPool needs window_shape as one size per spatial dim (it "
+          f"shapes the gating mask), got {self.window_shape!r}.")
+    window = tuple(self.window_shape)
+    if self.channels is not None:
+      window = ((self.channels, *window) if self.channels_first else
+                (*window, self.channels))
+    return jnp.zeros(window, jnp.float32)
