@@ -263,6 +263,23 @@ OTHERS = {
     "gem": (lambda x: jaxpool.gem_pool(x, 3.0, window_shape=(3, 3),
                                        strides=2), "b, h, w, 2", False),
     "gem_global": (jaxpool.gem_pool, "b, h, w, 3", False),
+    "soft": (lambda x: jaxpool.soft_pool(x, window_shape=(3, 3), strides=2,
+                                         padding=1), "b, h, w, 2", False),
+    "soft_global": (jaxpool.soft_pool, "b, h, w, 3", False),
+    "lse": (lambda x: jaxpool.lse_pool(x, 2.0, window_shape=(2, 2)),
+            "b, h, w, 2", False),
+    "lse_global": (lambda x: jaxpool.lse_pool(x, 0.5, channels_first=True),
+                   "b, 2, h, w", False),
+    "mixed": (lambda x: jaxpool.mixed_pool(x, 0.3, window_shape=(3, 3),
+                                           strides=2, padding=1),
+              "b, h, w, 2", False),
+    "mixed_global": (jaxpool.mixed_pool, "b, h, w, 3", False),
+    "gated": (lambda x: jaxpool.gated_pool(x, jnp.full((2, 2), 0.5),
+                                           window_shape=(2, 2)),
+              "b, h, w, 2", False),
+    "avgmax_global": (jaxpool.adaptive_avgmax_pool, "b, h, w, 3", False),
+    "catavgmax": (lambda x: jaxpool.adaptive_catavgmax_pool(
+        x, (3, 2), channels_first=True), "b, 2, h, w", False),
 }
 
 
@@ -356,6 +373,13 @@ def _module_configs(api):
       "max_blur": api.MaxBlurPool(3, 2),
       "aps": api.ApsPool(2, window_shape=2, filter_size=3),
       "adaptive_max_indices": api.AdaptiveMaxPoolWithIndices((3, 4)),
+      "soft": api.SoftPool(window_shape=(2, 2)),
+      "lse": api.LsePool(2.0),
+      "avgmax": api.AdaptiveAvgMaxPool(),
+      "catavgmax": api.AdaptiveCatAvgMaxPool((3, 2)),
+      "gem_module": api.GemPool(channels=2),
+      "mixed_module": api.MixedPool(window_shape=(2, 2)),
+      "gated_module": api.GatedPool((2, 2)),
   }
 
 
@@ -395,7 +419,9 @@ def _check_modules(api, module_type, call):
 
 
 def test_linen_modules():
-  _check_modules(jpl, nn.Module, lambda m, *args: m.apply({}, *args))
+  # init makes the learned parameters (none for the other modules).
+  _check_modules(jpl, nn.Module, lambda m, *args: m.init_with_output(
+      jax.random.key(0), *args)[0])
 
 
 def test_nnx_modules():

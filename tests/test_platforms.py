@@ -54,6 +54,15 @@ FUNCTIONS = {
     "max_blur_pool": jaxpool.max_blur_pool,
     "aps_pool": lambda x: jaxpool.aps_pool(x, 2, window_shape=2),
     "gem_pool": lambda x: jaxpool.gem_pool(x, 3.0, window_shape=(2, 2)),
+    "soft_pool": lambda x: jaxpool.soft_pool(x, window_shape=(2, 2)),
+    "lse_pool": lambda x: jaxpool.lse_pool(x, 2.0),
+    "mixed_pool": lambda x: jaxpool.mixed_pool(x, 0.3, window_shape=(3, 3),
+                                               strides=2, padding=1),
+    "gated_pool": lambda x: jaxpool.gated_pool(
+        x, jnp.full((2, 2), 0.5), window_shape=(2, 2)),
+    "adaptive_avgmax_pool": jaxpool.adaptive_avgmax_pool,
+    "adaptive_catavgmax_pool": lambda x: jaxpool.adaptive_catavgmax_pool(
+        x, 5),
 }
 
 #: Public names that are not functions of an array, or not poolings.
