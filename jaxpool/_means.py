@@ -30,7 +30,8 @@ from jaxpool import _lowering
 from jaxpool._adaptive import global_avg_pool, spatial_rank
 from jaxpool._pooling import accumulation_dtype, avg_pool, documented, max_pool
 from jaxpool._sharding import partitioned
-from jaxpool._spec import WindowSpec, int_tuple, layout_axes, window_spec
+from jaxpool._spec import (WindowSpec, int_tuple, is_symbolic, layout_axes,
+                           window_spec)
 from jaxpool._typing import IntOrSequence, PaddingLike, Shape
 
 # ---------------------------------------------------------------------------
@@ -163,13 +164,19 @@ def _documented(fn):
 # Windows as taps.
 
 
-def _tap_masks(spec: WindowSpec) -> list[np.ndarray | None]:
+def _tap_masks(spec: WindowSpec) -> list[Any]:
   """Per window tap (row-major), where its outputs read inside the input.
 
   None for a tap that reads inside the input at every output; otherwise a
-  bool array shaped to broadcast against the output.
+  bool array shaped to broadcast against the output (built in the graph
+  when a size is symbolic, under ``jax.export``).
   """
-  masks = []
+  sizes = (*spec.in_shape, *spec.out_shape,
+           *(p for pair in spec.padding for p in pair))
+  if any(is_symbolic(n) for n in sizes):
+    return [_traced_tap_mask(spec, offsets)
+            for offsets in np.ndindex(*spec.window)]
+  masks: list[Any] = []
   for offsets in np.ndindex(*spec.window):
     valid = np.ones((), bool)
     for k, n, s, d, (lo, _), o in zip(offsets, spec.in_shape, spec.strides,
@@ -180,6 +187,22 @@ def _tap_masks(spec: WindowSpec) -> list[np.ndarray | None]:
     masks.append(None if valid.all() else valid.reshape(
         spec.full(valid.shape, 1)))
   return masks
+
+
+def _traced_tap_mask(spec: WindowSpec, offsets: tuple[int, ...]) -> jax.Array:
+  """One tap's mask of :func:`_tap_masks`, for symbolic sizes."""
+  valid = None
+  for axis, k, n, s, d, (lo, _), o in zip(
+      spec.spatial_axes, offsets, spec.in_shape, spec.strides,
+      spec.dilation, spec.padding, spec.out_shape):
+    dims = [1] * spec.ndim
+    dims[axis] = o
+    index = (lax.broadcasted_iota(np.int32, dims, axis) * np.int32(s)
+             + np.int32(k * d) - _lowering.size_value(lo))
+    inside = (index >= 0) & (index < _lowering.size_value(n))
+    valid = inside if valid is None else valid & inside
+  assert valid is not None
+  return valid
 
 
 def _exp_taps(z: jax.Array, spec: WindowSpec):
