@@ -251,14 +251,13 @@ def gated_pool(x: ArrayLike, gate: ArrayLike, *,
   else:
     assert spec is not None
     xp = _lowering.pad(xa, spec, 0)
-    logit = None
+    logit = jnp.zeros((), acc)
     for offsets, tap in zip(np.ndindex(*spec.window),
                             _lowering.taps(xp, spec)):
       index = [slice(None)] * x.ndim
       for axis, k in zip(axes, offsets):
         index[axis] = slice(k, k + 1)
-      term = tap * w[tuple(index)]
-      logit = term if logit is None else logit + term
+      logit = logit + tap * w[tuple(index)]
   g = jax.nn.sigmoid(logit)
   top, mean = _max_and_avg(x, is_global, axes, window_shape, strides,
                            padding, channels_first)

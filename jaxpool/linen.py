@@ -47,9 +47,8 @@ class _LearnedPool(nn.Module):
   @nn.compact
   def __call__(self, x: ArrayLike) -> jax.Array:
     # The _layers class listed before this one supplies these.
-    value = self.param(self.learned,  # type: ignore[attr-defined]
-                       lambda key: self.initial())  # type: ignore[attr-defined]
-    return self._pool_with(x, value)  # type: ignore[attr-defined]
+    value = self.param(self.learned, lambda key: self.initial())
+    return self._pool_with(x, value)
 
 
 class MaxPool(_layers.MaxPool, _Pool):

@@ -153,6 +153,54 @@ def _windowed_kwargs(window, strides, padding):
 
 
 # ---------------------------------------------------------------------------
+# GeM: cirtorch's formula in PyTorch, values and gradients in x and p.
+
+
+def torch_gem(x, p, eps, window=None, strides=None, padding=0):
+  """cirtorch's ``gem``: ``avg_pool(x.clamp(min=eps) ** p) ** (1 / p)``
+  (windowed: padding left out of the mean)."""
+  powered = x.clamp(min=eps).pow(p)
+  if window is None:
+    return F.avg_pool2d(powered, powered.shape[-2:]).pow(1.0 / p)
+  return F.avg_pool2d(powered, window, strides, padding,
+                      count_include_pad=False).pow(1.0 / p)
+
+
+@pytest.mark.parametrize("windowed,per_channel,cf", [
+    (False, False, False), (True, True, True), (True, False, False)])
+def test_gem_pool_equals_cirtorch_with_gradients(windowed, per_channel, cf):
+  rng = np.random.default_rng(0)
+  x = np.abs(rng.standard_normal((2, 7, 6, 3))).astype(np.float32)
+  x[0, 0, 0] = 0  # under eps: clamped, no gradient
+  p = np.array([2.0, 3.0, 4.5], np.float32) if per_channel else np.float32(
+      3.0)
+  kwargs = dict(window_shape=(3, 3), strides=2, padding=1) if windowed else {}
+  xin = np.moveaxis(x, -1, 1).copy() if cf else x
+  fn = lambda x, p: jaxpool.gem_pool(x, p, 1e-6, channels_first=cf,
+                                     **kwargs)
+  y = jax.eval_shape(fn, xin, p)
+  cotangent = random(y.shape, 1)
+  got, vjp = jax.vjp(jax.jit(fn), jnp.asarray(xin), jnp.asarray(p))
+  got_x, got_p = vjp(jnp.asarray(cotangent))
+  xt = torch.tensor(np.moveaxis(x, -1, 1).copy(), requires_grad=True)
+  pt = torch.tensor(p, requires_grad=True)
+  pb = pt.reshape(-1, 1, 1) if per_channel else pt
+  yt = torch_gem(xt, pb, 1e-6, *((3, 2, 1) if windowed else ()))
+  if not windowed:
+    yt = yt.flatten(1)
+  ct = np.moveaxis(cotangent, -1, 1) if windowed and not cf else cotangent
+  want_x, want_p = torch.autograd.grad(yt, (xt, pt), torch.tensor(
+      np.ascontiguousarray(ct)))
+  want = yt.detach().numpy()
+  if windowed and not cf:
+    want = np.moveaxis(want, 1, -1)
+  want_x = want_x.numpy() if cf else np.moveaxis(want_x.numpy(), 1, -1)
+  np.testing.assert_allclose(got, want, rtol=2e-5, atol=1e-6)
+  np.testing.assert_allclose(got_x, want_x, rtol=2e-4, atol=1e-6)
+  np.testing.assert_allclose(got_p, want_p.numpy(), rtol=2e-4, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
 # SoftPool and log-sum-exp.
 
 
