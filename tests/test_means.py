@@ -265,14 +265,14 @@ def test_lse_pool_windowed_equals_numpy(case):
 def test_gradients_of_soft_and_lse():
   x = jnp.asarray(unique_input(np.random.default_rng(0), (1, 5, 4, 2)))
   kwargs = dict(window_shape=(3, 2), strides=(2, 1), padding=((1, 1), (0, 1)))
-  check_grads(lambda x: jaxpool.soft_pool(x, **kwargs), (x,), 2,
+  check_grads(lambda x: jaxpool.soft_pool(x, **kwargs), (x,), 1,
               modes=("rev",), eps=1e-2, rtol=2e-2)
   check_grads(lambda x: jaxpool.soft_pool(x), (x,), 1, modes=("fwd", "rev"),
               eps=1e-2, rtol=2e-2)
   r = jnp.array([0.7, 1.9])
   check_grads(lambda x, r: jaxpool.lse_pool(x, r, **kwargs), (x, r), 1,
               modes=("rev",), eps=1e-2, rtol=2e-2)
-  check_grads(lambda r: jaxpool.lse_pool(x, r), (r,), 2, modes=("rev",),
+  check_grads(lambda r: jaxpool.lse_pool(x, r), (r,), 1, modes=("rev",),
               eps=1e-2, rtol=2e-2)
 
 
@@ -403,10 +403,10 @@ def test_avgmax_heads_equal_timm(output_size, cf, ties):
 
 @pytest.mark.parametrize("rank", [1, 3])
 def test_avgmax_heads_other_ranks_equal_torch(rank):
-  x = np.maximum(np.round(random((2,) + (5,) * rank + (3,)) * 2), 0)
+  x = np.maximum(np.round(random((2,) + (4,) * rank + (3,)) * 2), 0)
   avg = getattr(F, f"adaptive_avg_pool{rank}d")
   mx = getattr(F, f"adaptive_max_pool{rank}d")
-  for size in (1, 2):
+  for size in (1, 3):
     cotangent = random((2,) + (size,) * rank + (3,), 1)
     got, vjp = jax.vjp(lambda x: jaxpool.adaptive_avgmax_pool(x, size),
                        jnp.asarray(x))
