@@ -26,7 +26,7 @@ from jaxpool._adaptive import (_adaptive_bins, adaptive_avg_pool,
 from jaxpool._means import _documented, _global_or_windowed, channel_param
 from jaxpool._pooling import accumulation_dtype, avg_pool, max_pool
 from jaxpool._sharding import partitioned
-from jaxpool._spec import layout_axes
+from jaxpool._spec import is_symbolic, layout_axes
 from jaxpool._typing import IntOrSequence, OutputSizeLike, PaddingLike, Shape
 
 _INDEX = np.int32
@@ -294,19 +294,26 @@ def _global_avg_and_max(x: jax.Array, axes: tuple[int, ...]):
 def _global_avg_and_max_jvp(axes, primals, tangents):
   (x,), (t,) = primals, tangents
   mean, top = _global_avg_and_max(x, axes)
-  position = jnp.zeros((1,) * x.ndim, _INDEX)
+  size = 1
+  for axis in axes:
+    size *= x.shape[axis]
+  # Positions as float32 where exact: XLA:CPU vectorises a float maximum
+  # over the non-minor (spatial) dims of channels-last maps, not an int one.
+  small = not is_symbolic(size) and size < 2**24
+  index = np.float32 if small else _INDEX
+  position = jnp.zeros((1,) * x.ndim, index)
   for axis in axes:
     dims = [1] * x.ndim
     dims[axis] = x.shape[axis]
     position = position * _lowering.size_value(
-        x.shape[axis], _INDEX) + lax.broadcasted_iota(_INDEX, dims, axis)
+        x.shape[axis], index) + lax.broadcasted_iota(index, dims, axis)
   # One reduction finds both: the first maximum (the largest -position) or,
   # in a plane whose maximum is NaN, the last NaN (the largest position).
   nan_plane = jnp.isnan(top)
   score = jnp.where(nan_plane, position, -position)
+  lowest = -np.inf if small else np.iinfo(_INDEX).min
   chosen = jnp.max(jnp.where((x == top) | jnp.isnan(x), score,
-                             _INDEX(np.iinfo(_INDEX).min)),
-                   axis=axes, keepdims=True)
+                             index(lowest)), axis=axes, keepdims=True)
   chosen = jnp.where(nan_plane, chosen, -chosen)
   t_mean = jnp.mean(t, axis=axes, keepdims=True)
   t_top = jnp.sum(jnp.where(position == chosen, t, jnp.zeros((), t.dtype)),
