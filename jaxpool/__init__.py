@@ -7,6 +7,10 @@ from jaxpool._adaptive import adaptive_max_pool
 from jaxpool._adaptive import adaptive_max_pool_with_indices
 from jaxpool._adaptive import global_avg_pool
 from jaxpool._adaptive import global_max_pool
+from jaxpool._avgmax import adaptive_avgmax_pool
+from jaxpool._avgmax import adaptive_catavgmax_pool
+from jaxpool._avgmax import gated_pool
+from jaxpool._avgmax import mixed_pool
 from jaxpool._blur import blur_pool
 from jaxpool._blur import max_blur_pool
 from jaxpool._flatten import flatten
@@ -15,6 +19,8 @@ from jaxpool._indices import max_pool_with_indices
 from jaxpool._indices import max_unpool
 from jaxpool._lowering import force_plain_lowering
 from jaxpool._means import gem_pool
+from jaxpool._means import lse_pool
+from jaxpool._means import soft_pool
 from jaxpool._pooling import avg_pool
 from jaxpool._pooling import lp_pool
 from jaxpool._pooling import max_pool
@@ -40,6 +46,8 @@ def __getattr__(name: str):
 
 __all__ = (
     "adaptive_avg_pool",
+    "adaptive_avgmax_pool",
+    "adaptive_catavgmax_pool",
     "adaptive_max_pool",
     "adaptive_max_pool_with_indices",
     "aps_pool",
@@ -48,20 +56,24 @@ __all__ = (
     "flatten",
     "force_plain_lowering",
     "fractional_max_pool",
+    "gated_pool",
     "gem_pool",
     "global_avg_pool",
     "global_max_pool",
     "graph",
     "invariance",
     "lp_pool",
+    "lse_pool",
     "max_blur_pool",
     "max_pool",
     "max_pool_with_indices",
     "max_unpool",
     "min_pool",
+    "mixed_pool",
     "pool",
     "pool_output_shape",
     "segment_pool",
+    "soft_pool",
     "spatial_pyramid_pool",
     "spp_yolo",
     "sppf",

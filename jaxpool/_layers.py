@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 import jax
+import jax.numpy as jnp
 
 import jaxpool
 from jaxpool._pyramid import LevelLike
@@ -45,13 +46,6 @@ def keyword_names(function: Callable[..., Any]) -> tuple[str, ...]:
   return tuple(name for name in names if name not in CALL_ARGUMENTS)
 
 
-def field_names(layer: type[Layer] | Layer) -> tuple[str, ...]:
-  """The keywords of ``layer``'s function that are its fields: all but the
-  ones a call supplies (:attr:`Layer.call_arguments`, such as a key)."""
-  return tuple(name for name in keyword_names(layer.function)
-               if name not in layer.call_arguments)
-
-
 @dataclasses.dataclass(eq=False, repr=False)
 class Layer:
   """A pooling function's arguments as fields; Flax adds ``__call__``.
@@ -64,11 +58,18 @@ class Layer:
   #: which each framework draws its own way.
   call_arguments: ClassVar[tuple[str, ...]] = ()
 
+  @classmethod
+  def config_names(cls) -> tuple[str, ...]:
+    """The function's keywords that are fields of this layer: all but the
+    ones a call supplies (:attr:`call_arguments`, such as a key)."""
+    return tuple(name for name in keyword_names(cls.function)
+                 if name not in cls.call_arguments)
+
   def __post_init__(self) -> None:
     # Linen hashes its modules and NNX keeps lists as graph nodes, so window
     # arguments are stored as tuples; object.__setattr__ because Linen's own
     # __setattr__ needs the state its __post_init__ has not yet made.
-    for name in field_names(self):
+    for name in self.config_names():
       object.__setattr__(self, name, _frozen(getattr(self, name)))
     post_init = getattr(super(), "__post_init__", None)
     if post_init is not None:
@@ -79,7 +80,7 @@ class Layer:
     ``call`` adds the call's own (a key, or the :data:`CALL_ARGUMENTS`) and
     overrides fields."""
     return self.function(
-        x, **{**{name: getattr(self, name) for name in field_names(self)},
+        x, **{**{name: getattr(self, name) for name in self.config_names()},
               **call})
 
 
@@ -335,3 +336,154 @@ class StochasticPool(Layer):
   _: dataclasses.KW_ONLY
   deterministic: bool = False
   channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class SoftPool(Layer):
+  """The arguments of :func:`jaxpool.soft_pool`."""
+
+  function = staticmethod(jaxpool.soft_pool)
+  _: dataclasses.KW_ONLY
+  window_shape: Shape | None = None
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  keepdims: bool = False
+  spatial_dims: int | None = None
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class LsePool(Layer):
+  """The arguments of :func:`jaxpool.lse_pool`."""
+
+  function = staticmethod(jaxpool.lse_pool)
+  r: float = 1.0
+  _: dataclasses.KW_ONLY
+  window_shape: Shape | None = None
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  keepdims: bool = False
+  spatial_dims: int | None = None
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class AdaptiveAvgMaxPool(Layer):
+  """The arguments of :func:`jaxpool.adaptive_avgmax_pool`."""
+
+  function = staticmethod(jaxpool.adaptive_avgmax_pool)
+  output_size: OutputSizeLike = 1
+  _: dataclasses.KW_ONLY
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class AdaptiveCatAvgMaxPool(AdaptiveAvgMaxPool):
+  """The arguments of :func:`jaxpool.adaptive_catavgmax_pool`."""
+
+  function = staticmethod(jaxpool.adaptive_catavgmax_pool)
+
+
+# ---------------------------------------------------------------------------
+# Layers with a learned parameter: the module owns the parameter, created
+# from the fields below, and passes it to the function at each call.
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class Learned(Layer):
+  """A pooling whose argument :attr:`learned` is a learned parameter.
+
+  The function's other keywords (but ``key``) are fields, as in
+  :class:`Layer`; a subclass adds the fields that shape and initialise the
+  parameter, and :meth:`initial` makes it.
+  """
+
+  learned: ClassVar[str]
+
+  @classmethod
+  def config_names(cls) -> tuple[str, ...]:
+    return tuple(name for name in super().config_names()
+                 if name not in (cls.learned, "key"))
+
+  def initial(self) -> jax.Array:
+    """The parameter's initial value, float32."""
+    raise NotImplementedError
+
+  def _pool_with(self, x: jax.typing.ArrayLike,
+                 value: jax.typing.ArrayLike) -> jax.Array:
+    """One call of :attr:`function` with ``value`` as the parameter."""
+    return self.function(
+        x, **{self.learned: value},
+        **{name: getattr(self, name) for name in self.config_names()})
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class GemPool(Learned):
+  """:func:`jaxpool.gem_pool` with ``p`` learned: one, or one per channel."""
+
+  function = staticmethod(jaxpool.gem_pool)
+  learned = "p"
+  p_init: float = 3.0
+  channels: int | None = None
+  eps: float = 1e-6
+  _: dataclasses.KW_ONLY
+  window_shape: Shape | None = None
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  keepdims: bool = False
+  spatial_dims: int | None = None
+  channels_first: bool = False
+
+  def initial(self) -> jax.Array:
+    shape = () if self.channels is None else (self.channels,)
+    return jnp.full(shape, self.p_init, jnp.float32)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class MixedPool(Learned):
+  """:func:`jaxpool.mixed_pool` with ``a`` learned: one, or one per
+  channel."""
+
+  function = staticmethod(jaxpool.mixed_pool)
+  learned = "a"
+  a_init: float = 0.5
+  channels: int | None = None
+  _: dataclasses.KW_ONLY
+  window_shape: Shape | None = None
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  keepdims: bool = False
+  spatial_dims: int | None = None
+  channels_first: bool = False
+
+  def initial(self) -> jax.Array:
+    shape = () if self.channels is None else (self.channels,)
+    return jnp.full(shape, self.a_init, jnp.float32)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class GatedPool(Learned):
+  """:func:`jaxpool.gated_pool` with the gating mask learned (zeros at
+  first): one mask, or one per channel."""
+
+  function = staticmethod(jaxpool.gated_pool)
+  learned = "gate"
+  window_shape: Shape
+  strides: IntOrSequence | None = None
+  padding: PaddingLike = "VALID"
+  _: dataclasses.KW_ONLY
+  channels: int | None = None
+  keepdims: bool = False
+  spatial_dims: int | None = None
+  channels_first: bool = False
+
+  def initial(self) -> jax.Array:
+    if not isinstance(self.window_shape, Sequence):
+      raise ValueError(
+          "GatedPool needs window_shape as one size per spatial dim (it "
+          f"shapes the gating mask), got {self.window_shape!r}.")
+    window = tuple(self.window_shape)
+    if self.channels is not None:
+      window = ((self.channels, *window) if self.channels_first else
+                (*window, self.channels))
+    return jnp.zeros(window, jnp.float32)

@@ -30,7 +30,8 @@ from jaxpool import _lowering
 from jaxpool._adaptive import global_avg_pool, spatial_rank
 from jaxpool._pooling import accumulation_dtype, avg_pool, documented, max_pool
 from jaxpool._sharding import partitioned
-from jaxpool._spec import WindowSpec, int_tuple, layout_axes, window_spec
+from jaxpool._spec import (WindowSpec, int_tuple, is_symbolic, layout_axes,
+                           window_spec)
 from jaxpool._typing import IntOrSequence, PaddingLike, Shape
 
 # ---------------------------------------------------------------------------
@@ -163,13 +164,19 @@ def _documented(fn):
 # Windows as taps.
 
 
-def _tap_masks(spec: WindowSpec) -> list[np.ndarray | None]:
+def _tap_masks(spec: WindowSpec) -> list[Any]:
   """Per window tap (row-major), where its outputs read inside the input.
 
   None for a tap that reads inside the input at every output; otherwise a
-  bool array shaped to broadcast against the output.
+  bool array shaped to broadcast against the output (built in the graph
+  when a size is symbolic, under ``jax.export``).
   """
-  masks = []
+  sizes = (*spec.in_shape, *spec.out_shape,
+           *(p for pair in spec.padding for p in pair))
+  if any(is_symbolic(n) for n in sizes):
+    return [_traced_tap_mask(spec, offsets)
+            for offsets in np.ndindex(*spec.window)]
+  masks: list[Any] = []
   for offsets in np.ndindex(*spec.window):
     valid = np.ones((), bool)
     for k, n, s, d, (lo, _), o in zip(offsets, spec.in_shape, spec.strides,
@@ -180,6 +187,22 @@ def _tap_masks(spec: WindowSpec) -> list[np.ndarray | None]:
     masks.append(None if valid.all() else valid.reshape(
         spec.full(valid.shape, 1)))
   return masks
+
+
+def _traced_tap_mask(spec: WindowSpec, offsets: tuple[int, ...]) -> jax.Array:
+  """One tap's mask of :func:`_tap_masks`, for symbolic sizes."""
+  valid = None
+  for axis, k, n, s, d, (lo, _), o in zip(
+      spec.spatial_axes, offsets, spec.in_shape, spec.strides,
+      spec.dilation, spec.padding, spec.out_shape):
+    dims = [1] * spec.ndim
+    dims[axis] = o
+    index = (lax.broadcasted_iota(np.int32, dims, axis) * np.int32(s)
+             + np.int32(k * d) - _lowering.size_value(lo))
+    inside = (index >= 0) & (index < _lowering.size_value(n))
+    valid = inside if valid is None else valid & inside
+  assert valid is not None
+  return valid
 
 
 def _exp_taps(z: jax.Array, spec: WindowSpec):
@@ -303,3 +326,175 @@ def gem_pool(x: ArrayLike, p: ArrayLike = 3.0, eps: float = 1e-6, *,
   if is_global and not keepdims:
     y = lax.squeeze(y, axes)
   return y
+
+
+def _global_or_windowed(x: jax.Array, window_shape, strides, padding,
+                        keepdims, spatial_dims, channels_first):
+  """``(is_global, axes, spec, channel_axis)`` of a global-or-windowed call."""
+  is_global = check_global_or_windowed(window_shape, strides, padding,
+                                       keepdims, spatial_dims)
+  if is_global:
+    axes, channel_axis = global_layout(x.shape, spatial_dims, channels_first)
+    return True, tuple(axes), None, channel_axis
+  spec = window_spec(x.shape, window_shape, strides, padding,
+                     channels_first=channels_first)
+  return False, tuple(spec.spatial_axes), spec, spec.channel_axis
+
+
+def _global_exp(z: jax.Array, axes: tuple[int, ...]):
+  """The plane's maximum (under ``stop_gradient``), ``z - max`` and its exp."""
+  top = lax.stop_gradient(jnp.max(z, axis=axes, keepdims=True))
+  shifted = z - top
+  return top, shifted, jnp.exp(shifted)
+
+
+@partitioned
+@_documented
+def soft_pool(x: ArrayLike, *, window_shape: Shape | None = None,
+              strides: IntOrSequence | None = None,
+              padding: PaddingLike = "VALID", keepdims: bool = False,
+              spatial_dims: int | None = None,
+              channels_first: bool = False) -> jax.Array:
+  """SoftPool: the softmax-weighted mean ``sum(exp(x) * x) / sum(exp(x))``.
+
+  Each window's elements are weighted by their softmax over the window, so
+  the result lies between the window's mean and its maximum, and every
+  element gets some gradient. It is computed stably: the window's maximum
+  is subtracted before ``exp`` (the result does not depend on it), so large
+  or very negative inputs neither overflow nor give ``0 / 0``. Half
+  precision computes in float32; integer ``x`` gives the default float
+  dtype.
+
+  {global_or_windowed}
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> x = jnp.array([[0.0, 0.0, 0.0, 1000.0]]).reshape(1, 4, 1)
+    >>> jaxpool.soft_pool(x, window_shape=(2,))  # no overflow
+    Array([[[   0.],
+            [1000.]]], dtype=float32)
+    >>> jaxpool.soft_pool(jnp.ones((8, 32, 32, 3)), window_shape=(2, 2)).shape
+    (8, 16, 16, 3)
+
+  Args:
+    x: the input.
+    window_shape: ``None`` (global pooling) or the window's size along each
+      spatial dim.
+    strides: windowed only: an int or one per spatial dim; default: the
+      window.
+    padding: windowed only: ``"VALID"``, ``"SAME"``, an int, ints, or
+      ``(low, high)`` pairs.
+    keepdims: global only: keep the spatial dims, of size 1.
+    spatial_dims: global only: the number of spatial dims; default
+      ``x.ndim - 2``.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the pooled array, of ``x``'s dtype (the default float for integers).
+
+  Raises:
+    ValueError: for windowed arguments with a global pooling or global ones
+      with a window, and for bad window arguments as :func:`jaxpool.avg_pool`.
+    TypeError: for arguments of the wrong type.
+
+  References:
+    Stergiou, Poppe & Kalliatakis 2021, "Refining activation downsampling
+    with SoftPool" (ICCV); the reference code (``alexandrosstergiou/
+    SoftPool``) computes ``avg_pool(exp(x) * x) / avg_pool(exp(x))``, which
+    this equals where ``exp`` does not overflow.
+  """
+  x = jnp.asarray(x)
+  is_global, axes, spec, _ = _global_or_windowed(
+      x, window_shape, strides, padding, keepdims, spatial_dims,
+      channels_first)
+  acc, out = accumulation_dtype(x.dtype)
+  xa = x.astype(acc)
+  if is_global:
+    top, shifted, e = _global_exp(xa, axes)
+    y = top + (jnp.sum(e * shifted, axis=axes, keepdims=True)
+               / jnp.sum(e, axis=axes, keepdims=True))
+    y = y if keepdims else lax.squeeze(y, axes)
+    return y.astype(out)
+  assert spec is not None
+  top, taps = _exp_taps(xa, spec)
+  weighted = sum(e * s for s, e in taps)
+  total = sum(e for _, e in taps)
+  return (top + weighted / total).astype(out)
+
+
+@partitioned
+@_documented
+def lse_pool(x: ArrayLike, r: ArrayLike = 1.0, *,
+             window_shape: Shape | None = None,
+             strides: IntOrSequence | None = None,
+             padding: PaddingLike = "VALID", keepdims: bool = False,
+             spatial_dims: int | None = None,
+             channels_first: bool = False) -> jax.Array:
+  """Log-sum-exp pooling: ``logsumexp(r * x) / r`` over each window.
+
+  A smooth maximum: it tends to the window's maximum as ``r`` grows, and
+  exceeds it by at most ``log(n) / r`` for a window of ``n`` elements (the
+  variant ``log(mean(exp(r * x))) / r`` of Pinheiro & Collobert is this less
+  ``log(n) / r``). ``r`` may be a traced scalar or one value per channel,
+  and the result is differentiable in it. Computed stably (the maximum of
+  ``r * x`` is subtracted before ``exp``). Half precision computes in
+  float32; integer ``x`` gives the default float dtype.
+
+  {global_or_windowed}
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> import jaxpool
+    >>> x = jnp.array([0.0, 0.0]).reshape(1, 2, 1)
+    >>> jaxpool.lse_pool(x, 2.0)  # log(2) / 2
+    Array([[0.3465736]], dtype=float32)
+    >>> jaxpool.lse_pool(jnp.ones((8, 32, 32, 3)), window_shape=(2, 2)).shape
+    (8, 16, 16, 3)
+
+  Args:
+    x: the input.
+    r: the sharpness: a scalar or one per channel, finite and positive
+      (traced values are not checked).
+    window_shape: ``None`` (global pooling) or the window's size along each
+      spatial dim.
+    strides: windowed only: an int or one per spatial dim; default: the
+      window.
+    padding: windowed only: ``"VALID"``, ``"SAME"``, an int, ints, or
+      ``(low, high)`` pairs.
+    keepdims: global only: keep the spatial dims, of size 1.
+    spatial_dims: global only: the number of spatial dims; default
+      ``x.ndim - 2``.
+    channels_first: the layout is ``(*batch, C, *spatial)``.
+
+  Returns:
+    the pooled array, of ``x``'s dtype (the default float for integers).
+
+  Raises:
+    ValueError: for ``r`` not finite and positive or neither a scalar nor
+      one per channel, windowed arguments with a global pooling or global
+      ones with a window, and for bad window arguments as
+      :func:`jaxpool.avg_pool`.
+    TypeError: for arguments of the wrong type.
+
+  References:
+    Boyd & Vandenberghe 2004, "Convex Optimization", §3.1.5 (log-sum-exp as
+    a smooth maximum); Pinheiro & Collobert 2015, "From Image-level to
+    Pixel-level Labeling with Convolutional Networks" (CVPR), LSE pooling.
+  """
+  x = jnp.asarray(x)
+  check_positive(r, "r")
+  is_global, axes, spec, channel_axis = _global_or_windowed(
+      x, window_shape, strides, padding, keepdims, spatial_dims,
+      channels_first)
+  acc, out = accumulation_dtype(x.dtype)
+  rr = channel_param(r, "r", x.shape, channel_axis, acc)
+  z = x.astype(acc) * rr
+  if is_global:
+    top, _, e = _global_exp(z, axes)
+    y = (top + jnp.log(jnp.sum(e, axis=axes, keepdims=True))) / rr
+    y = y if keepdims else lax.squeeze(y, axes)
+    return y.astype(out)
+  assert spec is not None
+  top, taps = _exp_taps(z, spec)
+  return ((top + jnp.log(sum(e for _, e in taps))) / rr).astype(out)

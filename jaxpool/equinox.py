@@ -56,15 +56,16 @@ class _Pool(eqx.Module):
     super().__init_subclass__(**kwargs)
     layers = [base for base in cls.__mro__[1:]
               if issubclass(base, _layers.Layer) and base is not _layers.Layer]
+    if cls.__dict__.get("_base", False):
+      return  # A base for modules, itself without a field list.
     if not layers:
       raise TypeError(f"{cls.__name__} must also derive from a _layers class")
     own = dict(cls.__dict__.get("__annotations__", {}))
-    fields = {f.name: f for f in dataclasses.fields(layers[0])}
     annotations = {}
-    for name in _layers.field_names(layers[0]):
+    for field in dataclasses.fields(layers[0]):
+      name = field.name
       if name in own:
         continue
-      field = fields[name]
       setattr(cls, name, eqx.field(
           static=True, default=field.default,
           default_factory=field.default_factory, kw_only=field.kw_only))
@@ -78,7 +79,6 @@ class _Pool(eqx.Module):
     return self._pool(x)  # type: ignore[attr-defined]
 
 
-
 class _MaskedCall:
   """Mixed in before :class:`_Pool` for a function that takes a ``mask``:
   the mask is a call argument, not a field (it changes with every batch)."""
@@ -89,6 +89,32 @@ class _MaskedCall:
     is accepted for ``eqx.nn.Sequential`` and unused."""
     del key
     return self._pool(x, mask=mask)  # type: ignore[attr-defined]
+
+class _LearnedPool(_Pool):
+  """An Equinox module that owns its pooling function's learned parameter.
+
+  The parameter is an array field named as the function's argument (``p``,
+  ``a``, ``gate``), made at construction from the static fields unless
+  given (``GemPool(p=jnp.array(2.0))``); it is the module's one leaf, so
+  ``eqx.filter_grad`` and optax see it.
+  """
+
+  _base = True
+
+  def __post_init__(self) -> None:
+    # Called by the _layers class's __post_init__, after the fields are set:
+    # the parameter, unless given, from them.
+    if getattr(self, self.learned) is None:  # type: ignore[attr-defined]
+      setattr(self, self.learned,  # type: ignore[attr-defined]
+              self.initial())  # type: ignore[attr-defined]
+
+  def __call__(self, x: ArrayLike, *, key: jax.Array | None = None
+               ) -> jax.Array:
+    """Pools ``x``; ``key`` is accepted for ``eqx.nn.Sequential`` and unused."""
+    del key
+    return self._pool_with(  # type: ignore[attr-defined]
+        x, getattr(self, self.learned))  # type: ignore[attr-defined]
+
 
 class MaxPool(_MaskedCall, _Pool, _layers.MaxPool):
   """Max pooling, :func:`jaxpool.max_pool`, as an Equinox module.
@@ -404,3 +430,116 @@ class StochasticPool(_Pool, _layers.StochasticPool):
     if flag is None:
       flag = self.deterministic
     return self._pool(x, key=None if flag else key, deterministic=flag)
+
+
+class SoftPool(_Pool, _layers.SoftPool):
+  """SoftPool, :func:`jaxpool.soft_pool`, as an Equinox module.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import SoftPool
+    >>> SoftPool(window_shape=(2, 2))(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+
+  References:
+    Stergiou, Poppe & Kalliatakis 2021, "Refining activation downsampling
+    with SoftPool".
+  """
+
+
+class LsePool(_Pool, _layers.LsePool):
+  """Log-sum-exp pooling, :func:`jaxpool.lse_pool`, as an Equinox module.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import LsePool
+    >>> LsePool(2.0)(jnp.ones((8, 7, 7, 64))).shape
+    (8, 64)
+  """
+
+
+class AdaptiveAvgMaxPool(_Pool, _layers.AdaptiveAvgMaxPool):
+  """timm's ``avgmax`` head, :func:`jaxpool.adaptive_avgmax_pool`, in Equinox.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import AdaptiveAvgMaxPool
+    >>> AdaptiveAvgMaxPool()(jnp.ones((8, 7, 7, 64))).shape
+    (8, 1, 1, 64)
+  """
+
+
+class AdaptiveCatAvgMaxPool(_Pool, _layers.AdaptiveCatAvgMaxPool):
+  """timm's ``catavgmax`` head, :func:`jaxpool.adaptive_catavgmax_pool`, in
+  Equinox.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import AdaptiveCatAvgMaxPool
+    >>> AdaptiveCatAvgMaxPool()(jnp.ones((8, 7, 7, 64))).shape
+    (8, 1, 1, 128)
+  """
+
+
+class GemPool(_LearnedPool, _layers.GemPool):
+  """GeM pooling, :func:`jaxpool.gem_pool`, with ``p`` a learned array.
+
+  ``p`` starts at ``p_init`` (3.0, as cirtorch's ``GeM``): one value, or
+  one per channel with ``channels``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import GemPool
+    >>> model = GemPool()
+    >>> model.p
+    Array(3., dtype=float32)
+    >>> model(jnp.ones((8, 7, 7, 64))).shape
+    (8, 64)
+
+  References:
+    Radenović, Tolias & Chum 2018, "Fine-tuning CNN Image Retrieval with No
+    Human Annotation".
+  """
+
+  p: jax.Array | None = eqx.field(default=None, kw_only=True)
+
+
+class MixedPool(_LearnedPool, _layers.MixedPool):
+  """Mixed max-average pooling, :func:`jaxpool.mixed_pool`, ``a`` learned.
+
+  ``a`` starts at ``a_init`` (0.5): one value, or one per channel with
+  ``channels``; it is not clipped to ``[0, 1]``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import MixedPool
+    >>> model = MixedPool(channels=3, window_shape=(2, 2))
+    >>> model(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+
+  References:
+    Lee, Gallagher & Tu 2016, "Generalizing Pooling Functions in
+    Convolutional Neural Networks: Mixed, Gated, and Tree".
+  """
+
+  a: jax.Array | None = eqx.field(default=None, kw_only=True)
+
+
+class GatedPool(_LearnedPool, _layers.GatedPool):
+  """Gated max-average pooling, :func:`jaxpool.gated_pool`, mask learned.
+
+  The gating mask starts at zeros (a gate of 1/2): one mask of the window's
+  shape, or one per channel with ``channels``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import GatedPool
+    >>> GatedPool((2, 2))(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+
+  References:
+    Lee, Gallagher & Tu 2016, "Generalizing Pooling Functions in
+    Convolutional Neural Networks: Mixed, Gated, and Tree".
+  """
+
+  gate: jax.Array | None = eqx.field(default=None, kw_only=True)

@@ -45,6 +45,21 @@ class _MaskedPool(_Pool):
     """Pools ``x``, leaving out the elements where ``mask`` is False."""
     return self._pool(x, mask=mask)
 
+class _LearnedPool(nn.Module):
+  """A Linen module that owns its pooling function's learned parameter.
+
+  The parameter, in the ``"params"`` collection under the function's name
+  for it (``"p"``, ``"a"``, ``"gate"``), is made by ``init`` from the
+  module's fields.
+  """
+
+  @nn.compact
+  def __call__(self, x: ArrayLike) -> jax.Array:
+    # The _layers class listed before this one supplies these.
+    value = self.param(self.learned, lambda key: self.initial())
+    return self._pool_with(x, value)
+
+
 class MaxPool(_layers.MaxPool, _MaskedPool):
   """Max pooling, :func:`jaxpool.max_pool`, as a Linen module.
 
@@ -337,3 +352,119 @@ class StochasticPool(_layers.StochasticPool, nn.Module):
       deterministic = self.deterministic
     key = None if deterministic else self.make_rng("pooling")
     return self._pool(x, key=key, deterministic=deterministic)
+
+
+class SoftPool(_layers.SoftPool, _Pool):
+  """SoftPool, :func:`jaxpool.soft_pool`, as a Linen module.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import SoftPool
+    >>> SoftPool(window_shape=(2, 2)).apply({}, jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+
+  References:
+    Stergiou, Poppe & Kalliatakis 2021, "Refining activation downsampling
+    with SoftPool".
+  """
+
+
+class LsePool(_layers.LsePool, _Pool):
+  """Log-sum-exp pooling, :func:`jaxpool.lse_pool`, as a Linen module.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import LsePool
+    >>> LsePool(2.0).apply({}, jnp.ones((8, 7, 7, 64))).shape
+    (8, 64)
+  """
+
+
+class AdaptiveAvgMaxPool(_layers.AdaptiveAvgMaxPool, _Pool):
+  """timm's ``avgmax`` head, :func:`jaxpool.adaptive_avgmax_pool`, in Linen.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import AdaptiveAvgMaxPool
+    >>> AdaptiveAvgMaxPool().apply({}, jnp.ones((8, 7, 7, 64))).shape
+    (8, 1, 1, 64)
+  """
+
+
+class AdaptiveCatAvgMaxPool(_layers.AdaptiveCatAvgMaxPool, _Pool):
+  """timm's ``catavgmax`` head, :func:`jaxpool.adaptive_catavgmax_pool`, in
+  Linen.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import AdaptiveCatAvgMaxPool
+    >>> AdaptiveCatAvgMaxPool().apply({}, jnp.ones((8, 7, 7, 64))).shape
+    (8, 1, 1, 128)
+  """
+
+
+class GemPool(_layers.GemPool, _LearnedPool):
+  """GeM pooling, :func:`jaxpool.gem_pool`, with ``p`` a learned parameter.
+
+  ``p`` starts at ``p_init`` (3.0, as cirtorch's ``GeM``): one value, or
+  one per channel with ``channels``.
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import GemPool
+    >>> x = jnp.ones((8, 7, 7, 64))
+    >>> variables = GemPool().init(jax.random.key(0), x)
+    >>> variables["params"]["p"]
+    Array(3., dtype=float32)
+    >>> GemPool().apply(variables, x).shape
+    (8, 64)
+
+  References:
+    Radenović, Tolias & Chum 2018, "Fine-tuning CNN Image Retrieval with No
+    Human Annotation".
+  """
+
+
+class MixedPool(_layers.MixedPool, _LearnedPool):
+  """Mixed max-average pooling, :func:`jaxpool.mixed_pool`, ``a`` learned.
+
+  ``a`` starts at ``a_init`` (0.5): one value, or one per channel with
+  ``channels``; it is not clipped to ``[0, 1]``.
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import MixedPool
+    >>> x = jnp.ones((8, 32, 32, 3))
+    >>> model = MixedPool(channels=3, window_shape=(2, 2))
+    >>> variables = model.init(jax.random.key(0), x)
+    >>> model.apply(variables, x).shape
+    (8, 16, 16, 3)
+
+  References:
+    Lee, Gallagher & Tu 2016, "Generalizing Pooling Functions in
+    Convolutional Neural Networks: Mixed, Gated, and Tree".
+  """
+
+
+class GatedPool(_layers.GatedPool, _LearnedPool):
+  """Gated max-average pooling, :func:`jaxpool.gated_pool`, mask learned.
+
+  The gating mask starts at zeros (a gate of 1/2): one mask of the window's
+  shape, or one per channel with ``channels``.
+
+  Example:
+    >>> import jax
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import GatedPool
+    >>> x = jnp.ones((8, 32, 32, 3))
+    >>> model = GatedPool((2, 2))
+    >>> variables = model.init(jax.random.key(0), x)
+    >>> model.apply(variables, x).shape
+    (8, 16, 16, 3)
+
+  References:
+    Lee, Gallagher & Tu 2016, "Generalizing Pooling Functions in
+    Convolutional Neural Networks: Mixed, Gated, and Tree".
+  """

@@ -44,6 +44,23 @@ class _MaskedPool(_Pool):
     """Pools ``x``, leaving out the elements where ``mask`` is False."""
     return self._pool(x, mask=mask)  # type: ignore[attr-defined]
 
+class _LearnedPool(nnx.Module):
+  """An NNX module that owns its pooling function's learned parameter.
+
+  The parameter, an ``nnx.Param`` named as the function's argument
+  (``p``, ``a``, ``gate``), is made at construction from the fields.
+  """
+
+  def __post_init__(self) -> None:
+    # Called by the _layers class's __post_init__, after the fields are set.
+    setattr(self, self.learned,  # type: ignore[attr-defined]
+            nnx.Param(self.initial()))  # type: ignore[attr-defined]
+
+  def __call__(self, x: ArrayLike) -> jax.Array:
+    value = getattr(self, self.learned)  # type: ignore[attr-defined]
+    return self._pool_with(x, value[...])  # type: ignore[attr-defined]
+
+
 class MaxPool(_layers.MaxPool, _MaskedPool):
   """Max pooling, :func:`jaxpool.max_pool`, as an NNX module.
 
@@ -380,3 +397,110 @@ class StochasticPool(_layers.StochasticPool, nnx.Module):
       deterministic = self.deterministic
     key = None if deterministic else _key(self.rngs, rngs)
     return self._pool(x, key=key, deterministic=deterministic)
+
+
+class SoftPool(_layers.SoftPool, _Pool):
+  """SoftPool, :func:`jaxpool.soft_pool`, as an NNX module.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import SoftPool
+    >>> SoftPool(window_shape=(2, 2))(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+
+  References:
+    Stergiou, Poppe & Kalliatakis 2021, "Refining activation downsampling
+    with SoftPool".
+  """
+
+
+class LsePool(_layers.LsePool, _Pool):
+  """Log-sum-exp pooling, :func:`jaxpool.lse_pool`, as an NNX module.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import LsePool
+    >>> LsePool(2.0)(jnp.ones((8, 7, 7, 64))).shape
+    (8, 64)
+  """
+
+
+class AdaptiveAvgMaxPool(_layers.AdaptiveAvgMaxPool, _Pool):
+  """timm's ``avgmax`` head, :func:`jaxpool.adaptive_avgmax_pool`, in NNX.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import AdaptiveAvgMaxPool
+    >>> AdaptiveAvgMaxPool()(jnp.ones((8, 7, 7, 64))).shape
+    (8, 1, 1, 64)
+  """
+
+
+class AdaptiveCatAvgMaxPool(_layers.AdaptiveCatAvgMaxPool, _Pool):
+  """timm's ``catavgmax`` head, :func:`jaxpool.adaptive_catavgmax_pool`, in
+  NNX.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import AdaptiveCatAvgMaxPool
+    >>> AdaptiveCatAvgMaxPool()(jnp.ones((8, 7, 7, 64))).shape
+    (8, 1, 1, 128)
+  """
+
+
+class GemPool(_layers.GemPool, _LearnedPool):
+  """GeM pooling, :func:`jaxpool.gem_pool`, with ``p`` an ``nnx.Param``.
+
+  ``p`` starts at ``p_init`` (3.0, as cirtorch's ``GeM``): one value, or
+  one per channel with ``channels``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import GemPool
+    >>> model = GemPool()
+    >>> model.p[...]
+    Array(3., dtype=float32)
+    >>> model(jnp.ones((8, 7, 7, 64))).shape
+    (8, 64)
+
+  References:
+    Radenović, Tolias & Chum 2018, "Fine-tuning CNN Image Retrieval with No
+    Human Annotation".
+  """
+
+
+class MixedPool(_layers.MixedPool, _LearnedPool):
+  """Mixed max-average pooling, :func:`jaxpool.mixed_pool`, ``a`` learned.
+
+  ``a`` starts at ``a_init`` (0.5): one value, or one per channel with
+  ``channels``; it is not clipped to ``[0, 1]``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import MixedPool
+    >>> model = MixedPool(channels=3, window_shape=(2, 2))
+    >>> model(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+
+  References:
+    Lee, Gallagher & Tu 2016, "Generalizing Pooling Functions in
+    Convolutional Neural Networks: Mixed, Gated, and Tree".
+  """
+
+
+class GatedPool(_layers.GatedPool, _LearnedPool):
+  """Gated max-average pooling, :func:`jaxpool.gated_pool`, mask learned.
+
+  The gating mask starts at zeros (a gate of 1/2): one mask of the window's
+  shape, or one per channel with ``channels``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import GatedPool
+    >>> GatedPool((2, 2))(jnp.ones((8, 32, 32, 3))).shape
+    (8, 16, 16, 3)
+
+  References:
+    Lee, Gallagher & Tu 2016, "Generalizing Pooling Functions in
+    Convolutional Neural Networks: Mixed, Gated, and Tree".
+  """

@@ -299,6 +299,23 @@ OTHERS = {
     "stochastic_eval": (lambda x: jaxpool.stochastic_pool(
         jnp.abs(x), 2, channels_first=True, deterministic=True),
                         "b, 2, h, w", False),
+    "soft": (lambda x: jaxpool.soft_pool(x, window_shape=(3, 3), strides=2,
+                                         padding=1), "b, h, w, 2", False),
+    "soft_global": (jaxpool.soft_pool, "b, h, w, 3", False),
+    "lse": (lambda x: jaxpool.lse_pool(x, 2.0, window_shape=(2, 2)),
+            "b, h, w, 2", False),
+    "lse_global": (lambda x: jaxpool.lse_pool(x, 0.5, channels_first=True),
+                   "b, 2, h, w", False),
+    "mixed": (lambda x: jaxpool.mixed_pool(x, 0.3, window_shape=(3, 3),
+                                           strides=2, padding=1),
+              "b, h, w, 2", False),
+    "mixed_global": (jaxpool.mixed_pool, "b, h, w, 3", False),
+    "gated": (lambda x: jaxpool.gated_pool(x, jnp.full((2, 2), 0.5),
+                                           window_shape=(2, 2)),
+              "b, h, w, 2", False),
+    "avgmax_global": (jaxpool.adaptive_avgmax_pool, "b, h, w, 3", False),
+    "catavgmax": (lambda x: jaxpool.adaptive_catavgmax_pool(
+        x, (3, 2), channels_first=True), "b, 2, h, w", False),
 }
 
 
@@ -401,6 +418,13 @@ def _module_configs(api):
       "adaptive_max_indices": api.AdaptiveMaxPoolWithIndices((3, 4)),
       "fractional": api.FractionalMaxPool(2, (9, 11)),
       "stochastic": api.StochasticPool((3, 3), 2, 1),
+      "soft": api.SoftPool(window_shape=(2, 2)),
+      "lse": api.LsePool(2.0),
+      "avgmax": api.AdaptiveAvgMaxPool(),
+      "catavgmax": api.AdaptiveCatAvgMaxPool((3, 2)),
+      "gem_module": api.GemPool(channels=2),
+      "mixed_module": api.MixedPool(window_shape=(2, 2)),
+      "gated_module": api.GatedPool((2, 2)),
   }
 
 
@@ -446,7 +470,9 @@ def _check_modules(api, module_type, call, keyed_call):
 
 
 def test_linen_modules():
-  _check_modules(jpl, nn.Module, lambda m, *args: m.apply({}, *args),
+  # init makes the learned parameters (none for the other modules).
+  _check_modules(jpl, nn.Module, lambda m, *args: m.init_with_output(
+      jax.random.key(0), *args)[0],
                  lambda m, x, key: m.apply({}, jnp.abs(x),
                                            rngs={"pooling": key}))
 

@@ -43,6 +43,10 @@ FUNCTIONS = {
     "BlurPool": "blur_pool",
     "MaxBlurPool": "max_blur_pool",
     "ApsPool": "aps_pool",
+    "SoftPool": "soft_pool",
+    "LsePool": "lse_pool",
+    "AdaptiveAvgMaxPool": "adaptive_avgmax_pool",
+    "AdaptiveCatAvgMaxPool": "adaptive_catavgmax_pool",
 }
 
 #: Modules of two outputs or two inputs, tested on their own below.
@@ -51,6 +55,10 @@ PAIRED = {
     "MaxUnpool": "max_unpool",
     "FractionalMaxPool": "fractional_max_pool",
     "StochasticPool": "stochastic_pool",
+    # Learned parameters: tests/test_learned_modules.py.
+    "GemPool": "gem_pool",
+    "MixedPool": "mixed_pool",
+    "GatedPool": "gated_pool",
 }
 
 #: (module, keywords other than the defaults, input shape): every module, with
@@ -89,6 +97,15 @@ CASES = [
      (2, 9, 8, 2)),
     ("ApsPool", dict(strides=2, window_shape=2, norm_ord=1), (3, 6, 7, 2)),
     ("ApsPool", dict(strides=(2, 2, 2), channels_first=True), (2, 4, 4, 5)),
+    ("SoftPool", dict(window_shape=(3, 3), strides=2, padding=1),
+     (2, 7, 6, 3)),
+    ("SoftPool", dict(keepdims=True, channels_first=True), (2, 3, 5, 4)),
+    ("LsePool", dict(r=2.0, window_shape=(2,)), (3, 6, 2)),
+    ("LsePool", dict(r=0.5, spatial_dims=3), (2, 3, 4, 3, 2)),
+    ("AdaptiveAvgMaxPool", dict(), (2, 5, 6, 3)),
+    ("AdaptiveAvgMaxPool", dict(output_size=(2, 3), channels_first=True),
+     (2, 3, 7, 6)),
+    ("AdaptiveCatAvgMaxPool", dict(channels_first=True), (2, 3, 5, 6)),
 ]
 
 

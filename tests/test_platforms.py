@@ -60,6 +60,15 @@ FUNCTIONS = {
         x, 2, (7, 7), key=jax.random.key(0)),
     "stochastic_pool": lambda x: jaxpool.stochastic_pool(
         jnp.abs(x), (2, 2), key=jax.random.key(0)),
+    "soft_pool": lambda x: jaxpool.soft_pool(x, window_shape=(2, 2)),
+    "lse_pool": lambda x: jaxpool.lse_pool(x, 2.0),
+    "mixed_pool": lambda x: jaxpool.mixed_pool(x, 0.3, window_shape=(3, 3),
+                                               strides=2, padding=1),
+    "gated_pool": lambda x: jaxpool.gated_pool(
+        x, jnp.full((2, 2), 0.5), window_shape=(2, 2)),
+    "adaptive_avgmax_pool": jaxpool.adaptive_avgmax_pool,
+    "adaptive_catavgmax_pool": lambda x: jaxpool.adaptive_catavgmax_pool(
+        x, 5),
 }
 
 #: Public names that are not functions of an array, or not poolings.

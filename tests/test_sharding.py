@@ -301,6 +301,26 @@ ALL_CASES = (
     Case("stochastic_eval_3x3_s2_p1", "stochastic_pool",
          lambda x: jaxpool.stochastic_pool(
              jnp.abs(x), (3, 3), 2, 1, deterministic=True)),
+    Case("soft_3x3_s2_p1", "soft_pool",
+         lambda x: jaxpool.soft_pool(x, window_shape=(3, 3), strides=2,
+                                     padding=1)),
+    Case("lse_2x2", "lse_pool",
+         lambda x: jaxpool.lse_pool(x, 2.0, window_shape=(2, 2)), rows=2),
+    Case("lse_global", "lse_pool", lambda x: jaxpool.lse_pool(x, 2.0),
+         rows=1, forward=REDUCTION, backward=REDUCTION,
+         splits=("batch", "spatial", "both"), keeps_split=False),
+    Case("mixed_3x3_s2_p1", "mixed_pool",
+         lambda x: jaxpool.mixed_pool(x, 0.3, window_shape=(3, 3), strides=2,
+                                      padding=1)),
+    Case("gated_2x2", "gated_pool",
+         lambda x: jaxpool.gated_pool(x, jnp.full((2, 2), 0.5),
+                                      window_shape=(2, 2)), rows=2),
+    Case("avgmax_global", "adaptive_avgmax_pool",
+         jaxpool.adaptive_avgmax_pool, rows=1, forward=REDUCTION,
+         backward=REDUCTION, splits=("batch", "spatial", "both"),
+         keeps_split=False),
+    Case("catavgmax_64_to_8", "adaptive_catavgmax_pool",
+         lambda x: jaxpool.adaptive_catavgmax_pool(x, (8, 8)), rows=0),
 )
 # Cases for functions the package does not export are left out; the
 # coverage test below fails if an exported function has no case.
