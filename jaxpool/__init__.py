@@ -23,6 +23,11 @@ from jaxpool._polyphase import aps_pool
 from jaxpool._pyramid import spatial_pyramid_pool
 from jaxpool._pyramid import spp_yolo
 from jaxpool._pyramid import sppf
+from jaxpool._roi import multi_scale_roi_align
+from jaxpool._roi import ps_roi_align
+from jaxpool._roi import ps_roi_pool
+from jaxpool._roi import roi_align
+from jaxpool._roi import roi_pool
 
 __version__ = "0.1.0"
 
@@ -53,8 +58,13 @@ __all__ = (
     "max_pool_with_indices",
     "max_unpool",
     "min_pool",
+    "multi_scale_roi_align",
     "pool",
     "pool_output_shape",
+    "ps_roi_align",
+    "ps_roi_pool",
+    "roi_align",
+    "roi_pool",
     "spatial_pyramid_pool",
     "spp_yolo",
     "sppf",

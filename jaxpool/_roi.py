@@ -142,6 +142,12 @@ def _over_rois(fn, boxes: jax.Array, per_roi: int) -> jax.Array:
   return out.reshape(groups * group, *out.shape[2:])[:k]
 
 
+def _div(a: jax.Array, n: Any) -> jax.Array:
+  """``a / n``, a division (XLA would multiply by the reciprocal of a
+  constant ``n``, which rounds further from the kernels' division)."""
+  return a / lax.optimization_barrier(jnp.asarray(n, a.dtype))
+
+
 def _output(out: jax.Array, channels_first: bool) -> jax.Array:
   return jnp.moveaxis(out, -1, 1) if channels_first else out
 
@@ -175,7 +181,7 @@ def _axis_taps(start, bin_size, grid, samples: int, pooled: int, size: int,
   gf = jnp.maximum(g, 1).astype(dtype)
   gf = gf[:, None, None] if gf.ndim else gf
   pos = (start[:, None, None] + p * bin_size[:, None, None]
-         + (i + 0.5) * bin_size[:, None, None] / gf)
+         + _div((i + 0.5) * bin_size[:, None, None], gf))
   valid = (pos >= -1.0) & (pos <= size)
   if g.ndim:
     valid &= jnp.arange(samples)[None, None, :] < g[:, None, None]
@@ -228,13 +234,13 @@ def _align(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
     rh = boxes[:, 4] * scale - offset - start_h
     if not aligned:
       rw, rh = jnp.maximum(rw, 1.0), jnp.maximum(rh, 1.0)
-    bin_h, bin_w = rh / ph, rw / pw
+    bin_h, bin_w = _div(rh, ph), _div(rw, pw)
     if sampling_ratio > 0:
       gh = gw = sampling_ratio
       count = jnp.asarray(sampling_ratio * sampling_ratio, acc)
     else:
-      gh = jnp.clip(jnp.ceil(rh / ph), 0, sy).astype(jnp.int32)
-      gw = jnp.clip(jnp.ceil(rw / pw), 0, sx).astype(jnp.int32)
+      gh = jnp.clip(jnp.ceil(_div(rh, ph)), 0, sy).astype(jnp.int32)
+      gw = jnp.clip(jnp.ceil(_div(rw, pw)), 0, sx).astype(jnp.int32)
       count = jnp.maximum(gh * gw, 1).astype(acc)[:, None, None, None]
     rows, wy = _axis_taps(start_h, bin_h, gh, sy, ph, h, acc)
     cols, wx = _axis_taps(start_w, bin_w, gw, sx, pw, w, acc)
@@ -269,8 +275,7 @@ def _round(v: jax.Array) -> jax.Array:
   return (jnp.sign(v) * jnp.floor(jnp.abs(v) + 0.5)).astype(jnp.int32)
 
 
-def _int_bins(start, length, pooled: int, taps: int, hi: int, size: int,
-              dtype):
+def _int_bins(start, length, pooled: int, taps: int, hi: int, size: int):
   """Cells of torchvision's integer bins along one axis.
 
   Returns ``(index, valid)``, each ``(K, pooled, taps)``: the cells
@@ -278,10 +283,13 @@ def _int_bins(start, length, pooled: int, taps: int, hi: int, size: int,
   beyond the bin to the map of ``size``), and whether
   ``t < hend - hstart``.
   """
-  bin_size = length.astype(dtype) / pooled
-  p = jnp.arange(pooled, dtype=dtype)[None, :]
-  first = jnp.floor(p * bin_size[:, None]).astype(jnp.int32)
-  end = jnp.ceil((p + 1) * bin_size[:, None]).astype(jnp.int32)
+  # floor(p * L / n) and ceil((p + 1) * L / n) in integers: exact, where
+  # the kernel's float32 products are exact but for rare ties (and XLA's
+  # vectorised float32 division is not correctly rounded, so a float form
+  # here would miss more often).
+  p = jnp.arange(pooled, dtype=jnp.int32)[None, :]
+  first = (p * length[:, None]) // pooled
+  end = -((-(p + 1) * length[:, None]) // pooled)
   first = jnp.clip(first + start[:, None], 0, hi)
   end = jnp.clip(end + start[:, None], 0, hi)
   index = first[..., None] + jnp.arange(taps)[None, None, :]
@@ -306,8 +314,8 @@ def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
     corner = _round(boxes[:, 1:].astype(acc) * scale)
     rw = jnp.maximum(corner[:, 2] - corner[:, 0] + 1, 1)
     rh = jnp.maximum(corner[:, 3] - corner[:, 1] + 1, 1)
-    rows, vy = _int_bins(corner[:, 1], rh, ph, ty, h, h, acc)
-    cols, vx = _int_bins(corner[:, 0], rw, pw, tx, w, w, acc)
+    rows, vy = _int_bins(corner[:, 1], rh, ph, ty, h, h)
+    cols, vx = _int_bins(corner[:, 0], rw, pw, tx, w, w)
     k = boxes.shape[0]
     # (K, ph, pw, ty * tx) cells in torchvision's scan order (rows outer).
     cell = (rows[:, :, None, :, None] * w + cols[:, None, :, None, :])
@@ -322,7 +330,7 @@ def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
     at = jnp.take_along_axis(cell, first, axis=3)
     empty = ~jnp.any(valid, axis=3)[..., None]
     # Gathered again at the maximum, so the gradient reaches only it.
-    at = (base + at) * c + jnp.arange(c)
+    at = (base + at) * c + jnp.arange(c)[None, None, None, :]
     out = jnp.take(flat, at, mode="clip")
     return jnp.where(empty, jnp.zeros((), x.dtype), out)
 
@@ -354,8 +362,8 @@ def _avg_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
     rh = jnp.maximum(corner[:, 3] - corner[:, 1], 1)
     # The forward kernel clips bin ends to h - 1 (its backward to h): the
     # last row and column are never read.
-    rows, vy = _int_bins(corner[:, 1], rh, ph, ty, h - 1, h, acc)
-    cols, vx = _int_bins(corner[:, 0], rw, pw, tx, w - 1, w, acc)
+    rows, vy = _int_bins(corner[:, 1], rh, ph, ty, h - 1, h)
+    cols, vx = _int_bins(corner[:, 0], rw, pw, tx, w - 1, w)
     bins = jnp.arange(ph)[:, None] * pw + jnp.arange(pw)[None, :]
     base = (b[:, None, None] + bins[None] * n) * (h * w)
     index = (base[:, :, :, None, None] + rows[:, :, None, :, None] * w
