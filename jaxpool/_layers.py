@@ -286,3 +286,89 @@ class AdaptiveMaxPoolWithIndices(AdaptiveAvgPool):
   """The arguments of :func:`jaxpool.adaptive_max_pool_with_indices`."""
 
   function = staticmethod(jaxpool.adaptive_max_pool_with_indices)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class _RoILayer(Layer):
+  """A region pooling's arguments after ``x`` and ``boxes``."""
+
+  def __post_init__(self) -> None:
+    # Not Layer's: ``boxes`` is the second array, not a field.
+    for name in keyword_names(self.function)[1:]:
+      object.__setattr__(self, name, _frozen(getattr(self, name)))
+    post_init = getattr(super(Layer, self), "__post_init__", None)
+    if post_init is not None:
+      post_init()
+
+  def _pool_boxes(self, x: Any, boxes: Any, *args: Any) -> jax.Array:
+    """One call of :attr:`function` with these fields as its arguments
+    (``args``: the call's arrays after ``boxes``, not fields)."""
+    return self.function(
+        x, boxes, *args, **{name: getattr(self, name)
+                            for name in keyword_names(self.function)[
+                                1 + len(args):]})
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class RoIPool(_RoILayer):
+  """The arguments of :func:`jaxpool.roi_pool` after ``x`` and ``boxes``."""
+
+  function = staticmethod(jaxpool.roi_pool)
+  output_size: IntOrSequence
+  spatial_scale: float = 1.0
+  _: dataclasses.KW_ONLY
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class RoIAlign(_RoILayer):
+  """The arguments of :func:`jaxpool.roi_align` after ``x`` and ``boxes``."""
+
+  function = staticmethod(jaxpool.roi_align)
+  output_size: IntOrSequence
+  spatial_scale: float = 1.0
+  sampling_ratio: int = -1
+  aligned: bool = False
+  _: dataclasses.KW_ONLY
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class PSRoIPool(RoIPool):
+  """The arguments of :func:`jaxpool.ps_roi_pool` (``roi_pool``'s)."""
+
+  function = staticmethod(jaxpool.ps_roi_pool)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class PSRoIAlign(_RoILayer):
+  """The arguments of :func:`jaxpool.ps_roi_align` after ``x`` and
+  ``boxes``."""
+
+  function = staticmethod(jaxpool.ps_roi_align)
+  output_size: IntOrSequence
+  spatial_scale: float = 1.0
+  sampling_ratio: int = -1
+  _: dataclasses.KW_ONLY
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class MultiScaleRoIAlign(_RoILayer):
+  """The arguments of :func:`jaxpool.multi_scale_roi_align` after
+  ``features``, ``boxes`` and ``image_shapes`` (given at each call)."""
+
+  function = staticmethod(jaxpool.multi_scale_roi_align)
+  output_size: IntOrSequence
+  sampling_ratio: int = -1
+  _: dataclasses.KW_ONLY
+  canonical_scale: float = 224
+  canonical_level: int = 4
+  eps: float = 1e-6
+  channels_first: bool = False
+
+  def __post_init__(self) -> None:
+    object.__setattr__(self, "output_size", _frozen(self.output_size))
+    post_init = getattr(super(Layer, self), "__post_init__", None)
+    if post_init is not None:
+      post_init()

@@ -120,7 +120,7 @@ def rois(boxes: BoxesLike, batch: Any, dtype) -> jax.Array:
         "boxes must be a (K, 5) array of [batch_index, x1, y1, x2, y2] or a "
         f"list of (L, 4) arrays, got shape {out.shape}.")
   if not isinstance(out, jax.core.Tracer) and not is_symbolic(batch):
-    index = np.asarray(out[:, 0])
+    index = np.asarray(out)[:, 0]
     if index.size and (np.any(index < 0) or np.any(index >= batch) or
                        np.any(index != np.floor(index))):
       raise ValueError(

@@ -57,12 +57,15 @@ class _Pool(eqx.Module):
     layers = [base for base in cls.__mro__[1:]
               if issubclass(base, _layers.Layer) and base is not _layers.Layer]
     if not layers:
+      if cls.__name__.startswith("_"):  # A base for modules, as this one.
+        return
       raise TypeError(f"{cls.__name__} must also derive from a _layers class")
     own = dict(cls.__dict__.get("__annotations__", {}))
     fields = {f.name: f for f in dataclasses.fields(layers[0])}
     annotations = {}
     for name in _layers.keyword_names(layers[0].function):
-      if name in own:
+      if name in own or name not in fields:
+        # Its own annotation, or an array of the call (boxes), not a field.
         continue
       field = fields[name]
       setattr(cls, name, eqx.field(
@@ -324,4 +327,97 @@ class ApsPool(_Pool, _layers.ApsPool):
   References:
     Chaman & Dokmanić 2021, "Truly Shift-Invariant Convolutional Neural
     Networks".
+  """
+
+
+class _RoIPool(_Pool):
+  """An Equinox module that pools boxes of a map: called on ``(x, boxes)``."""
+
+  def __call__(self, x: ArrayLike, boxes: Any = None, *,  # type: ignore[override]
+               key: jax.Array | None = None) -> jax.Array:
+    """Pools ``boxes`` of ``x``; ``key`` is accepted and unused."""
+    del key
+    return self._pool_boxes(x, boxes)  # type: ignore[attr-defined]
+
+
+class _MultiScale(_Pool):
+  """An Equinox module that pools boxes of a pyramid of maps."""
+
+  def __call__(self, features: Any, boxes: Any = None,  # type: ignore[override]
+               image_shapes: Any = None, *,
+               key: jax.Array | None = None) -> jax.Array:
+    """Pools ``boxes`` of ``features``; ``key`` is accepted and unused."""
+    del key
+    return self._pool_boxes(  # type: ignore[attr-defined]
+        features, boxes, image_shapes)
+
+
+class RoIPool(_RoIPool, _layers.RoIPool):
+  """RoI max pooling, :func:`jaxpool.roi_pool`, as an Equinox module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import RoIPool
+    >>> x = jnp.ones((2, 32, 32, 8))
+    >>> boxes = jnp.array([[0., 0., 0., 20., 12.], [1., 4., 4., 30., 30.]])
+    >>> RoIPool(7, 0.5)(x, boxes).shape
+    (2, 7, 7, 8)
+  """
+
+
+class RoIAlign(_RoIPool, _layers.RoIAlign):
+  """RoI Align, :func:`jaxpool.roi_align`, as an Equinox module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import RoIAlign
+    >>> x = jnp.ones((2, 32, 32, 8))
+    >>> boxes = jnp.array([[0., 0., 0., 20., 12.], [1., 4., 4., 30., 30.]])
+    >>> RoIAlign(7, 0.5, 2)(x, boxes).shape
+    (2, 7, 7, 8)
+  """
+
+
+class PSRoIPool(_RoIPool, _layers.PSRoIPool):
+  """Position-sensitive RoI pooling, :func:`jaxpool.ps_roi_pool`, as an Equinox module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import PSRoIPool
+    >>> x = jnp.ones((1, 16, 16, 2 * 3 * 3))
+    >>> boxes = jnp.array([[0., 0., 0., 12., 12.]])
+    >>> PSRoIPool(3)(x, boxes).shape
+    (1, 3, 3, 2)
+  """
+
+
+class PSRoIAlign(_RoIPool, _layers.PSRoIAlign):
+  """Position-sensitive RoI Align, :func:`jaxpool.ps_roi_align`, as an Equinox module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import PSRoIAlign
+    >>> x = jnp.ones((1, 16, 16, 2 * 3 * 3))
+    >>> boxes = jnp.array([[0., 0., 0., 12., 12.]])
+    >>> PSRoIAlign(3, sampling_ratio=2)(x, boxes).shape
+    (1, 3, 3, 2)
+  """
+
+
+class MultiScaleRoIAlign(_MultiScale, _layers.MultiScaleRoIAlign):
+  """Multi-scale RoI Align, :func:`jaxpool.multi_scale_roi_align`, as an
+  Equinox module (torchvision's ``MultiScaleRoIAlign``); called on
+  ``(features, boxes, image_shapes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import MultiScaleRoIAlign
+    >>> features = [jnp.ones((1, 64, 64, 8)), jnp.ones((1, 32, 32, 8))]
+    >>> boxes = [jnp.array([[0., 0., 40., 40.], [0., 0., 250., 250.]])]
+    >>> MultiScaleRoIAlign(7, 2)(features, boxes, [(256, 256)]).shape
+    (2, 7, 7, 8)
   """

@@ -48,6 +48,11 @@ FUNCTIONS = {
 PAIRED = {
     "MaxPoolWithIndices": "max_pool_with_indices",
     "MaxUnpool": "max_unpool",
+    "RoIPool": "roi_pool",
+    "RoIAlign": "roi_align",
+    "PSRoIPool": "ps_roi_pool",
+    "PSRoIAlign": "ps_roi_align",
+    "MultiScaleRoIAlign": "multi_scale_roi_align",
 }
 
 #: (module, keywords other than the defaults, input shape): every module, with

@@ -304,3 +304,70 @@ def test_multi_scale_roi_align_matches_torchvision():
 def test_bad_input_raises(call, match):
   with pytest.raises(ValueError, match=match):
     call(_nhwc(_map()))
+
+
+# ---------------------------------------------------------------------------
+# Modules: Linen, NNX and Equinox, each one call of its function.
+
+
+MODULES = [
+    ("RoIPool", "roi_pool", dict(output_size=(3, 2), spatial_scale=0.8)),
+    ("RoIAlign", "roi_align", dict(output_size=2, spatial_scale=0.9,
+                                   sampling_ratio=2, aligned=True)),
+    ("PSRoIPool", "ps_roi_pool", dict(output_size=(1, 3))),
+    ("PSRoIAlign", "ps_roi_align", dict(output_size=(3, 1),
+                                        channels_first=True)),
+]
+
+
+def _module_calls(name, kwargs):
+  from flax import nnx
+  from jaxpool import equinox as jpe, linen as jpl, nnx as jpn
+  del nnx
+  return {
+      "linen": lambda x, b: getattr(jpl, name)(**kwargs).apply({}, x, b),
+      "nnx": lambda x, b: getattr(jpn, name)(**kwargs)(x, b),
+      "equinox": lambda x, b: getattr(jpe, name)(**kwargs)(x, b),
+  }
+
+
+@pytest.mark.parametrize("name,function,kwargs", MODULES,
+                         ids=[m[0] for m in MODULES])
+def test_modules_are_their_function(name, function, kwargs):
+  x = _map(13, (N, 3, 9, 11)) if kwargs.get("channels_first") else _nhwc(
+      _map(13, (N, 3, 9, 11)))
+  boxes = jnp.asarray(INSIDE)
+  want = getattr(jaxpool, function)(x, boxes, **kwargs)
+  for api, call in _module_calls(name, kwargs).items():
+    np.testing.assert_array_equal(call(x, boxes), want, err_msg=api)
+    # The gradient reaches the map through the module under jit.
+    g = jax.jit(jax.grad(lambda x: jnp.sum(call(x, boxes) ** 2)))(x)
+    assert g.shape == x.shape and np.any(np.asarray(g) != 0), api
+
+
+def test_module_fields_are_the_function_keywords():
+  import inspect
+  from jaxpool import _layers
+  for name, function, _ in MODULES + [("MultiScaleRoIAlign",
+                                       "multi_scale_roi_align", {})]:
+    layer = getattr(_layers, name)
+    fn = getattr(jaxpool, function)
+    skip = 3 if name == "MultiScaleRoIAlign" else 2
+    want = [(p.name, p.default, p.kind)
+            for p in list(inspect.signature(fn).parameters.values())[skip:]]
+    got = [(p.name, p.default, p.kind)
+           for p in inspect.signature(layer).parameters.values()]
+    assert got == want, name
+
+
+def test_multi_scale_modules():
+  from jaxpool import equinox as jpe, linen as jpl, nnx as jpn
+  feats = [jnp.ones((1, 32, 32, 4)), 2 * jnp.ones((1, 16, 16, 4))]
+  boxes = [jnp.array([[4., 6., 44., 40.], [0., 0., 127., 120.]])]
+  shapes = [(128, 128)]
+  want = jaxpool.multi_scale_roi_align(feats, boxes, shapes, 3, 2)
+  np.testing.assert_array_equal(want[:, 0, 0, 0], [1.0, 2.0])
+  for got in (jpl.MultiScaleRoIAlign(3, 2).apply({}, feats, boxes, shapes),
+              jpn.MultiScaleRoIAlign(3, 2)(feats, boxes, shapes),
+              jpe.MultiScaleRoIAlign(3, 2)(feats, boxes, shapes)):
+    np.testing.assert_array_equal(got, want)
