@@ -698,30 +698,41 @@ def multi_scale_roi_align(features: Sequence[ArrayLike], boxes: BoxesLike,
     raise TypeError(
         f"canonical_level must be an int, got {canonical_level!r}.")
   ratio = _sampling(sampling_ratio)
-  maps = [_layout(jnp.asarray(f), channels_first) for f in features]
-  if len({(m.shape[0], m.shape[3], m.dtype) for m in maps}) != 1:
-    raise ValueError(
-        "features: every level must have the same batch, channels and dtype,"
-        f" got {[(m.shape, m.dtype) for m in maps]}.")
+  features = [jnp.asarray(f) for f in features]
   image = (max(int(s[0]) for s in image_shapes),
            max(int(s[1]) for s in image_shapes))
-  scales = [_level_scale(m.shape[1:3], image) for m in maps]
   out_hw = int_tuple(output_size, 2, "output_size")
-  acc, _ = accumulation_dtype(maps[0].dtype)
-  r = rois(boxes, maps[0].shape[0], acc)
-  pooled = [_align(m, r, out_hw, s, ratio, False, False)
-            for m, s in zip(maps, scales)]
-  if len(maps) == 1:
-    return _output(pooled[0], channels_first)
-  k_min = int(-math.log2(scales[0]))
-  k_max = int(-math.log2(scales[-1]))
-  area = (r[:, 3] - r[:, 1]) * (r[:, 4] - r[:, 2])
-  target = jnp.floor(canonical_level + jnp.log2(
-      jnp.sqrt(area) / jnp.asarray(canonical_scale, acc)) + jnp.asarray(
-          eps, acc))
-  level = (jnp.clip(target, k_min, k_max) - k_min).astype(jnp.int32)
-  out = jnp.zeros_like(pooled[0])
-  for i, p in enumerate(pooled):
-    out = jnp.where((level == i)[:, None, None, None], p, out)
-  return _output(out, channels_first)
+  is_list = isinstance(boxes, (list, tuple))
+  box_arrays = list(boxes) if is_list else [boxes]
+
+  def pool(*arrays):
+    maps = [_layout(f, channels_first) for f in arrays[:len(features)]]
+    if len({(m.shape[0], m.shape[3], m.dtype) for m in maps}) != 1:
+      raise ValueError(
+          "features: every level must have the same batch, channels and "
+          f"dtype, got {[(m.shape, m.dtype) for m in maps]}.")
+    scales = [_level_scale(m.shape[1:3], image) for m in maps]
+    acc, _ = accumulation_dtype(maps[0].dtype)
+    given = list(arrays[len(features):])
+    r = rois(given if is_list else given[0], maps[0].shape[0], acc)
+    pooled = [_align(m, r, out_hw, s, ratio, False, False)
+              for m, s in zip(maps, scales)]
+    if len(maps) == 1:
+      return _output(pooled[0], channels_first)
+    k_min = int(-math.log2(scales[0]))
+    k_max = int(-math.log2(scales[-1]))
+    area = (r[:, 3] - r[:, 1]) * (r[:, 4] - r[:, 2])
+    target = jnp.floor(canonical_level + jnp.log2(
+        jnp.sqrt(area) / jnp.asarray(canonical_scale, acc)) + jnp.asarray(
+            eps, acc))
+    level = (jnp.clip(target, k_min, k_max) - k_min).astype(jnp.int32)
+    out = jnp.zeros_like(pooled[0])
+    for i, p in enumerate(pooled):
+      out = jnp.where((level == i)[:, None, None, None], p, out)
+    return _output(out, channels_first)
+
+  # The levels and boxes are all arrays of the call, so that levels split
+  # over explicit mesh axes pool as roi_align's maps do.
+  return partitioned(pool, arrays=len(features) + len(box_arrays))(
+      *features, *box_arrays)
 
