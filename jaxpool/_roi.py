@@ -72,7 +72,7 @@ def _scale(spatial_scale: Any) -> float:
       spatial_scale, numbers.Real):
     raise TypeError(
         f"spatial_scale must be a real number, got {spatial_scale!r}.")
-  if not (math.isfinite(spatial_scale) and spatial_scale > 0):
+  if not (math.isfinite(spatial_scale) and float(spatial_scale) > 0):
     raise ValueError(
         f"spatial_scale must be finite and > 0, got {spatial_scale!r}.")
   return float(spatial_scale)
@@ -235,6 +235,8 @@ def _align(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
     if not aligned:
       rw, rh = jnp.maximum(rw, 1.0), jnp.maximum(rh, 1.0)
     bin_h, bin_w = _div(rh, ph), _div(rw, pw)
+    gh: Any
+    gw: Any
     if sampling_ratio > 0:
       gh = gw = sampling_ratio
       count = jnp.asarray(sampling_ratio * sampling_ratio, acc)

@@ -333,7 +333,7 @@ class ApsPool(_Pool, _layers.ApsPool):
 class _RoIPool(_Pool):
   """An Equinox module that pools boxes of a map: called on ``(x, boxes)``."""
 
-  def __call__(self, x: ArrayLike, boxes: Any = None, *,  # type: ignore[override]
+  def __call__(self, x: ArrayLike, boxes: Any = None, *,
                key: jax.Array | None = None) -> jax.Array:
     """Pools ``boxes`` of ``x``; ``key`` is accepted and unused."""
     del key
@@ -343,7 +343,7 @@ class _RoIPool(_Pool):
 class _MultiScale(_Pool):
   """An Equinox module that pools boxes of a pyramid of maps."""
 
-  def __call__(self, features: Any, boxes: Any = None,  # type: ignore[override]
+  def __call__(self, features: Any, boxes: Any = None,
                image_shapes: Any = None, *,
                key: jax.Array | None = None) -> jax.Array:
     """Pools ``boxes`` of ``features``; ``key`` is accepted and unused."""

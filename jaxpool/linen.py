@@ -278,7 +278,7 @@ class _RoIPool(nn.Module):
   """A Linen module that pools boxes of a map: called on ``(x, boxes)``."""
 
   def __call__(self, x: ArrayLike, boxes: Any) -> jax.Array:
-    return self._pool_boxes(x, boxes)  # type: ignore[attr-defined]
+    return self._pool_boxes(x, boxes)
 
 
 class _MultiScale(nn.Module):
@@ -286,7 +286,7 @@ class _MultiScale(nn.Module):
 
   def __call__(self, features: Sequence[ArrayLike], boxes: Any,
                image_shapes: Sequence[Sequence[int]]) -> jax.Array:
-    return self._pool_boxes(  # type: ignore[attr-defined]
+    return self._pool_boxes(
         features, boxes, image_shapes)
 
 
