@@ -21,17 +21,22 @@ from jaxpool._lowering import force_plain_lowering
 from jaxpool._means import gem_pool
 from jaxpool._means import lse_pool
 from jaxpool._means import soft_pool
+from jaxpool._polyphase import aps_pool
 from jaxpool._pooling import avg_pool
 from jaxpool._pooling import lp_pool
 from jaxpool._pooling import max_pool
 from jaxpool._pooling import min_pool
 from jaxpool._pooling import pool
 from jaxpool._pooling import pool_output_shape
-from jaxpool._polyphase import aps_pool
 from jaxpool._pyramid import spatial_pyramid_pool
 from jaxpool._pyramid import spp_yolo
-from jaxpool._segment import segment_pool
 from jaxpool._pyramid import sppf
+from jaxpool._roi import multi_scale_roi_align
+from jaxpool._roi import ps_roi_align
+from jaxpool._roi import ps_roi_pool
+from jaxpool._roi import roi_align
+from jaxpool._roi import roi_pool
+from jaxpool._segment import segment_pool
 from jaxpool._stochastic import stochastic_pool
 
 __version__ = "0.1.0"
@@ -70,8 +75,13 @@ __all__ = (
     "max_unpool",
     "min_pool",
     "mixed_pool",
+    "multi_scale_roi_align",
     "pool",
     "pool_output_shape",
+    "ps_roi_align",
+    "ps_roi_pool",
+    "roi_align",
+    "roi_pool",
     "segment_pool",
     "soft_pool",
     "spatial_pyramid_pool",

@@ -487,3 +487,66 @@ class GatedPool(Learned):
       window = ((self.channels, *window) if self.channels_first else
                 (*window, self.channels))
     return jnp.zeros(window, jnp.float32)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class RoIPool(Layer):
+  """The arguments of :func:`jaxpool.roi_pool` after ``x`` and ``boxes``."""
+
+  function = staticmethod(jaxpool.roi_pool)
+  call_arguments = ("boxes",)
+  output_size: IntOrSequence
+  spatial_scale: float = 1.0
+  _: dataclasses.KW_ONLY
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class RoIAlign(Layer):
+  """The arguments of :func:`jaxpool.roi_align` after ``x`` and ``boxes``."""
+
+  function = staticmethod(jaxpool.roi_align)
+  call_arguments = ("boxes",)
+  output_size: IntOrSequence
+  spatial_scale: float = 1.0
+  sampling_ratio: int = -1
+  aligned: bool = False
+  _: dataclasses.KW_ONLY
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class PSRoIPool(RoIPool):
+  """The arguments of :func:`jaxpool.ps_roi_pool` (``roi_pool``'s)."""
+
+  function = staticmethod(jaxpool.ps_roi_pool)
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class PSRoIAlign(Layer):
+  """The arguments of :func:`jaxpool.ps_roi_align` after ``x`` and
+  ``boxes``."""
+
+  function = staticmethod(jaxpool.ps_roi_align)
+  call_arguments = ("boxes",)
+  output_size: IntOrSequence
+  spatial_scale: float = 1.0
+  sampling_ratio: int = -1
+  _: dataclasses.KW_ONLY
+  channels_first: bool = False
+
+
+@dataclasses.dataclass(eq=False, repr=False)
+class MultiScaleRoIAlign(Layer):
+  """The arguments of :func:`jaxpool.multi_scale_roi_align` after
+  ``features``, ``boxes`` and ``image_shapes`` (given at each call)."""
+
+  function = staticmethod(jaxpool.multi_scale_roi_align)
+  call_arguments = ("boxes", "image_shapes")
+  output_size: IntOrSequence
+  sampling_ratio: int = -1
+  _: dataclasses.KW_ONLY
+  canonical_scale: float = 224
+  canonical_level: int = 4
+  eps: float = 1e-6
+  channels_first: bool = False

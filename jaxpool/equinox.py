@@ -543,3 +543,100 @@ class GatedPool(_LearnedPool, _layers.GatedPool):
   """
 
   gate: jax.Array | None = eqx.field(default=None, kw_only=True)
+
+
+class _RoIPool(_Pool):
+  """An Equinox module that pools boxes of a map: called on ``(x, boxes)``."""
+
+  _base = True
+
+  def __call__(self, x: ArrayLike, boxes: Any = None, *,
+               key: jax.Array | None = None) -> jax.Array:
+    """Pools ``boxes`` of ``x``; ``key`` is accepted and unused."""
+    del key
+    return self._pool(x, boxes=boxes)  # type: ignore[attr-defined]
+
+
+class _MultiScale(_Pool):
+  """An Equinox module that pools boxes of a pyramid of maps."""
+
+  _base = True
+
+  def __call__(self, features: Any, boxes: Any = None,
+               image_shapes: Any = None, *,
+               key: jax.Array | None = None) -> jax.Array:
+    """Pools ``boxes`` of ``features``; ``key`` is accepted and unused."""
+    del key
+    return self._pool(  # type: ignore[attr-defined]
+        features, boxes=boxes, image_shapes=image_shapes)
+
+
+class RoIPool(_RoIPool, _layers.RoIPool):
+  """RoI max pooling, :func:`jaxpool.roi_pool`, as an Equinox module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import RoIPool
+    >>> x = jnp.ones((2, 32, 32, 8))
+    >>> boxes = jnp.array([[0., 0., 0., 20., 12.], [1., 4., 4., 30., 30.]])
+    >>> RoIPool(7, 0.5)(x, boxes).shape
+    (2, 7, 7, 8)
+  """
+
+
+class RoIAlign(_RoIPool, _layers.RoIAlign):
+  """RoI Align, :func:`jaxpool.roi_align`, as an Equinox module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import RoIAlign
+    >>> x = jnp.ones((2, 32, 32, 8))
+    >>> boxes = jnp.array([[0., 0., 0., 20., 12.], [1., 4., 4., 30., 30.]])
+    >>> RoIAlign(7, 0.5, 2)(x, boxes).shape
+    (2, 7, 7, 8)
+  """
+
+
+class PSRoIPool(_RoIPool, _layers.PSRoIPool):
+  """Position-sensitive RoI pooling, :func:`jaxpool.ps_roi_pool`, as an Equinox module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import PSRoIPool
+    >>> x = jnp.ones((1, 16, 16, 2 * 3 * 3))
+    >>> boxes = jnp.array([[0., 0., 0., 12., 12.]])
+    >>> PSRoIPool(3)(x, boxes).shape
+    (1, 3, 3, 2)
+  """
+
+
+class PSRoIAlign(_RoIPool, _layers.PSRoIAlign):
+  """Position-sensitive RoI Align, :func:`jaxpool.ps_roi_align`, as an Equinox module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import PSRoIAlign
+    >>> x = jnp.ones((1, 16, 16, 2 * 3 * 3))
+    >>> boxes = jnp.array([[0., 0., 0., 12., 12.]])
+    >>> PSRoIAlign(3, sampling_ratio=2)(x, boxes).shape
+    (1, 3, 3, 2)
+  """
+
+
+class MultiScaleRoIAlign(_MultiScale, _layers.MultiScaleRoIAlign):
+  """Multi-scale RoI Align, :func:`jaxpool.multi_scale_roi_align`, as an
+  Equinox module (torchvision's ``MultiScaleRoIAlign``); called on
+  ``(features, boxes, image_shapes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.equinox import MultiScaleRoIAlign
+    >>> features = [jnp.ones((1, 64, 64, 8)), jnp.ones((1, 32, 32, 8))]
+    >>> boxes = [jnp.array([[0., 0., 40., 40.], [0., 0., 250., 250.]])]
+    >>> MultiScaleRoIAlign(7, 2)(features, boxes, [(256, 256)]).shape
+    (2, 7, 7, 8)
+  """

@@ -21,6 +21,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -467,4 +468,91 @@ class GatedPool(_layers.GatedPool, _LearnedPool):
   References:
     Lee, Gallagher & Tu 2016, "Generalizing Pooling Functions in
     Convolutional Neural Networks: Mixed, Gated, and Tree".
+  """
+
+
+class _RoIPool(nn.Module):
+  """A Linen module that pools boxes of a map: called on ``(x, boxes)``."""
+
+  def __call__(self, x: ArrayLike, boxes: Any) -> jax.Array:
+    return self._pool(x, boxes=boxes)
+
+
+class _MultiScale(nn.Module):
+  """A Linen module that pools boxes of a pyramid of maps."""
+
+  def __call__(self, features: Sequence[ArrayLike], boxes: Any,
+               image_shapes: Sequence[Sequence[int]]) -> jax.Array:
+    return self._pool(
+        features, boxes=boxes, image_shapes=image_shapes)
+
+
+class RoIPool(_layers.RoIPool, _RoIPool):
+  """RoI max pooling, :func:`jaxpool.roi_pool`, as a Linen module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import RoIPool
+    >>> x = jnp.ones((2, 32, 32, 8))
+    >>> boxes = jnp.array([[0., 0., 0., 20., 12.], [1., 4., 4., 30., 30.]])
+    >>> RoIPool(7, 0.5).apply({}, x, boxes).shape
+    (2, 7, 7, 8)
+  """
+
+
+class RoIAlign(_layers.RoIAlign, _RoIPool):
+  """RoI Align, :func:`jaxpool.roi_align`, as a Linen module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import RoIAlign
+    >>> x = jnp.ones((2, 32, 32, 8))
+    >>> boxes = jnp.array([[0., 0., 0., 20., 12.], [1., 4., 4., 30., 30.]])
+    >>> RoIAlign(7, 0.5, 2).apply({}, x, boxes).shape
+    (2, 7, 7, 8)
+  """
+
+
+class PSRoIPool(_layers.PSRoIPool, _RoIPool):
+  """Position-sensitive RoI pooling, :func:`jaxpool.ps_roi_pool`, as a Linen module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import PSRoIPool
+    >>> x = jnp.ones((1, 16, 16, 2 * 3 * 3))
+    >>> boxes = jnp.array([[0., 0., 0., 12., 12.]])
+    >>> PSRoIPool(3).apply({}, x, boxes).shape
+    (1, 3, 3, 2)
+  """
+
+
+class PSRoIAlign(_layers.PSRoIAlign, _RoIPool):
+  """Position-sensitive RoI Align, :func:`jaxpool.ps_roi_align`, as a Linen module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import PSRoIAlign
+    >>> x = jnp.ones((1, 16, 16, 2 * 3 * 3))
+    >>> boxes = jnp.array([[0., 0., 0., 12., 12.]])
+    >>> PSRoIAlign(3, sampling_ratio=2).apply({}, x, boxes).shape
+    (1, 3, 3, 2)
+  """
+
+
+class MultiScaleRoIAlign(_layers.MultiScaleRoIAlign, _MultiScale):
+  """Multi-scale RoI Align, :func:`jaxpool.multi_scale_roi_align`, as a
+  Linen module (torchvision's ``MultiScaleRoIAlign``); called on
+  ``(features, boxes, image_shapes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.linen import MultiScaleRoIAlign
+    >>> features = [jnp.ones((1, 64, 64, 8)), jnp.ones((1, 32, 32, 8))]
+    >>> boxes = [jnp.array([[0., 0., 40., 40.], [0., 0., 250., 250.]])]
+    >>> MultiScaleRoIAlign(7, 2).apply({}, features, boxes, [(256, 256)]).shape
+    (2, 7, 7, 8)
   """

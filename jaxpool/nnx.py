@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import flax.nnx as nnx
 import jax
@@ -503,4 +504,91 @@ class GatedPool(_layers.GatedPool, _LearnedPool):
   References:
     Lee, Gallagher & Tu 2016, "Generalizing Pooling Functions in
     Convolutional Neural Networks: Mixed, Gated, and Tree".
+  """
+
+
+class _RoIPool(nnx.Module):
+  """An NNX module that pools boxes of a map: called on ``(x, boxes)``."""
+
+  def __call__(self, x: ArrayLike, boxes: Any) -> jax.Array:
+    return self._pool(x, boxes=boxes)  # type: ignore[attr-defined]
+
+
+class _MultiScale(nnx.Module):
+  """An NNX module that pools boxes of a pyramid of maps."""
+
+  def __call__(self, features: Sequence[ArrayLike], boxes: Any,
+               image_shapes: Sequence[Sequence[int]]) -> jax.Array:
+    return self._pool(  # type: ignore[attr-defined]
+        features, boxes=boxes, image_shapes=image_shapes)
+
+
+class RoIPool(_layers.RoIPool, _RoIPool):
+  """RoI max pooling, :func:`jaxpool.roi_pool`, as an NNX module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import RoIPool
+    >>> x = jnp.ones((2, 32, 32, 8))
+    >>> boxes = jnp.array([[0., 0., 0., 20., 12.], [1., 4., 4., 30., 30.]])
+    >>> RoIPool(7, 0.5)(x, boxes).shape
+    (2, 7, 7, 8)
+  """
+
+
+class RoIAlign(_layers.RoIAlign, _RoIPool):
+  """RoI Align, :func:`jaxpool.roi_align`, as an NNX module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import RoIAlign
+    >>> x = jnp.ones((2, 32, 32, 8))
+    >>> boxes = jnp.array([[0., 0., 0., 20., 12.], [1., 4., 4., 30., 30.]])
+    >>> RoIAlign(7, 0.5, 2)(x, boxes).shape
+    (2, 7, 7, 8)
+  """
+
+
+class PSRoIPool(_layers.PSRoIPool, _RoIPool):
+  """Position-sensitive RoI pooling, :func:`jaxpool.ps_roi_pool`, as an NNX module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import PSRoIPool
+    >>> x = jnp.ones((1, 16, 16, 2 * 3 * 3))
+    >>> boxes = jnp.array([[0., 0., 0., 12., 12.]])
+    >>> PSRoIPool(3)(x, boxes).shape
+    (1, 3, 3, 2)
+  """
+
+
+class PSRoIAlign(_layers.PSRoIAlign, _RoIPool):
+  """Position-sensitive RoI Align, :func:`jaxpool.ps_roi_align`, as an NNX module; called on
+  ``(x, boxes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import PSRoIAlign
+    >>> x = jnp.ones((1, 16, 16, 2 * 3 * 3))
+    >>> boxes = jnp.array([[0., 0., 0., 12., 12.]])
+    >>> PSRoIAlign(3, sampling_ratio=2)(x, boxes).shape
+    (1, 3, 3, 2)
+  """
+
+
+class MultiScaleRoIAlign(_layers.MultiScaleRoIAlign, _MultiScale):
+  """Multi-scale RoI Align, :func:`jaxpool.multi_scale_roi_align`, as an
+  NNX module (torchvision's ``MultiScaleRoIAlign``); called on
+  ``(features, boxes, image_shapes)``.
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from jaxpool.nnx import MultiScaleRoIAlign
+    >>> features = [jnp.ones((1, 64, 64, 8)), jnp.ones((1, 32, 32, 8))]
+    >>> boxes = [jnp.array([[0., 0., 40., 40.], [0., 0., 250., 250.]])]
+    >>> MultiScaleRoIAlign(7, 2)(features, boxes, [(256, 256)]).shape
+    (2, 7, 7, 8)
   """

@@ -435,6 +435,24 @@ KEYED = ("fractional", "stochastic")
 #: Modules whose functions need concrete spatial sizes, with the message.
 CONCRETE_ONLY: dict[str, tuple] = {}
 
+_ROI_BOXES = np.array([[0, 1.0, 2.0, 9.0, 7.0]], np.float32)
+_CONCRETE = "concrete spatial sizes"
+#: Modules of several inputs whose functions need concrete spatial sizes:
+#: (make(api), (x -> (first input, *more inputs)), message).
+CONCRETE_ONLY_PAIRED: dict[str, tuple] = {
+    "RoIPool": (lambda api: api.RoIPool(2), lambda x: (x, _ROI_BOXES),
+                _CONCRETE),
+    "RoIAlign": (lambda api: api.RoIAlign(2, sampling_ratio=2),
+                 lambda x: (x, _ROI_BOXES), _CONCRETE),
+    "PSRoIPool": (lambda api: api.PSRoIPool(1), lambda x: (x, _ROI_BOXES),
+                  _CONCRETE),
+    "PSRoIAlign": (lambda api: api.PSRoIAlign(1), lambda x: (x, _ROI_BOXES),
+                   _CONCRETE),
+    "MultiScaleRoIAlign": (lambda api: api.MultiScaleRoIAlign(2),
+                           lambda x: ([x], _ROI_BOXES, [(32, 32)]),
+                           _CONCRETE),
+}
+
 
 def _run_all(configs, x, call, keyed_call):
   key = jax.random.key(0)
@@ -455,11 +473,15 @@ def _check_modules(api, module_type, call, keyed_call):
             if isinstance(v, type) and issubclass(v, module_type)
             and v.__module__ == api.__name__ and not n.startswith("_")}
   assert public == {type(m).__name__ for m in configs.values()} | set(
-      CONCRETE_ONLY)
+      CONCRETE_ONLY) | set(CONCRETE_ONLY_PAIRED)
   for make, message in CONCRETE_ONLY.values():
     with pytest.raises(ValueError, match=message):
       export.export(jax.jit(lambda x, m=make(api): call(m, x)))(
           symbolic("b, h, w, 2"))
+  for make, inputs, message in CONCRETE_ONLY_PAIRED.values():
+    with pytest.raises(ValueError, match=message):
+      export.export(jax.jit(lambda x, m=make(api), f=inputs: call(
+          m, *f(x))))(symbolic("b, h, w, 2"))
   # Forward only: each module is one call of its function (test_linen.py,
   # test_nnx.py: the same jaxpr, gradient included), whose gradient export
   # is tested above.
@@ -488,3 +510,31 @@ def test_circular_padding_wider_than_a_symbolic_size_raises():
     export.export(fn)(symbolic("b, h, w, 2", minimum=1))
   # With the constraint, it exports.
   export.export(fn)(symbolic("b, h, w, 2", minimum=2))
+
+
+# ---------------------------------------------------------------------------
+# Region pooling: the static bound on a bin's taps comes from the map's
+# size, so spatial sizes must be concrete (a clear ValueError); a symbolic
+# batch, with a fixed number of boxes, exports.
+
+_ROI_FUNCTIONS = {
+    "roi_pool": lambda x: jaxpool.roi_pool(x, _ROI_BOXES, 2),
+    "roi_align": lambda x: jaxpool.roi_align(x, _ROI_BOXES, 2),
+    "ps_roi_pool": lambda x: jaxpool.ps_roi_pool(x, _ROI_BOXES, 1),
+    "ps_roi_align": lambda x: jaxpool.ps_roi_align(x, _ROI_BOXES, 1, 1.0, 2),
+    "multi_scale_roi_align": lambda x: jaxpool.multi_scale_roi_align(
+        [x], _ROI_BOXES, [(20, 18)], 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(_ROI_FUNCTIONS))
+def test_region_pooling_needs_concrete_spatial_sizes(name):
+  fn = _ROI_FUNCTIONS[name]
+  with pytest.raises(ValueError, match=_CONCRETE):
+    export.export(jax.jit(fn))(symbolic("b, h, w, 2"))
+  both = with_gradient(fn)
+  exported = export.export(jax.jit(both))(jax.ShapeDtypeStruct(
+      export.symbolic_shape("b, 20, 18, 2"), jnp.float32))
+  for batch in (1, 3):
+    x = jnp.asarray(tied((batch, 20, 18, 2), seed=batch))
+    assert_close(exported.call(x), jax.jit(both)(x), exact=False)

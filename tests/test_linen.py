@@ -59,6 +59,11 @@ PAIRED = {
     "GemPool": "gem_pool",
     "MixedPool": "mixed_pool",
     "GatedPool": "gated_pool",
+    "RoIPool": "roi_pool",
+    "RoIAlign": "roi_align",
+    "PSRoIPool": "ps_roi_pool",
+    "PSRoIAlign": "ps_roi_align",
+    "MultiScaleRoIAlign": "multi_scale_roi_align",
 }
 
 #: (module, keywords other than the defaults, input shape): every module, with

@@ -30,6 +30,10 @@ from jaxpool._spec import window_spec
 PLATFORMS = ("cpu", "cuda", "rocm", "tpu")
 
 # Every public function, with arguments, on a (2, 12, 12, 3) input.
+#: Boxes over both images of the (2, 12, 12, 3) input, built in.
+_BOXES = np.array([[0, 1.0, 2.0, 9.0, 7.0], [1, 0.5, 0.0, 11.0, 11.5],
+                   [1, 3.0, 3.0, 4.0, 5.0]], np.float32)
+
 FUNCTIONS = {
     "max_pool": lambda x: jaxpool.max_pool(x, (3, 3), 2, 1),
     "min_pool": lambda x: jaxpool.min_pool(x, (3, 3), 2, 1),
@@ -69,6 +73,13 @@ FUNCTIONS = {
     "adaptive_avgmax_pool": jaxpool.adaptive_avgmax_pool,
     "adaptive_catavgmax_pool": lambda x: jaxpool.adaptive_catavgmax_pool(
         x, 5),
+    "roi_pool": lambda x: jaxpool.roi_pool(x, _BOXES, 2),
+    "roi_align": lambda x: jaxpool.roi_align(x, _BOXES, 2, 0.5),
+    "ps_roi_pool": lambda x: jaxpool.ps_roi_pool(x, _BOXES, (1, 3)),
+    "ps_roi_align": lambda x: jaxpool.ps_roi_align(x, _BOXES, (3, 1)),
+    "multi_scale_roi_align": lambda x: jaxpool.multi_scale_roi_align(
+        [x, x[:, ::2, ::2]], _BOXES * np.float32([1, 4, 4, 4, 4]), [(48, 48)],
+        2),
 }
 
 #: Public names that are not functions of an array, or not poolings.

@@ -178,6 +178,12 @@ def _with_indices_then_unpool(x: jax.Array) -> jax.Array:
 
 
 REDUCTION = frozenset({"all-reduce"})
+ROI = HALO | {"all-to-all"}
+ROI_SPLITS = ("both",)
+ROI_ROWS = 400
+#: Boxes over the 8 images of the cases' (8, 64, 64, 8) input.
+_ROI_BOXES = np.array([[i % 8, 3.0 * i, 2.0 * i, 3.0 * i + 40, 2.0 * i + 60]
+                       for i in range(16)], np.float32)
 REGROUP = HALO | {"all-to-all"}
 ALL_CASES = (
     Case("max_2x2", "max_pool", lambda x: jaxpool.max_pool(x, (2, 2)),
@@ -321,6 +327,35 @@ ALL_CASES = (
          keeps_split=False),
     Case("catavgmax_64_to_8", "adaptive_catavgmax_pool",
          lambda x: jaxpool.adaptive_catavgmax_pool(x, (8, 8)), rows=0),
+    # Region pooling gathers each box's taps from its image wherever that
+    # lies (the indices are data): with the batch split XLA gathers each
+    # shard's taps and all-reduces them (roi_align, multi-scale: the pooled
+    # output, ~9 rows of a shard), or all-gathers the map (roi_pool's and
+    # the position-sensitive forms' flattened tables: the whole input, 128
+    # rows, and roi_pool's all-reduce of its gathered taps, ~371 rows). Not
+    # halo exchanges: to pool a split map, route boxes to their shard
+    # (shard_map) or replicate the map.
+    Case("roi_align_7x7", "roi_align",
+         lambda x: jaxpool.roi_align(x, _ROI_BOXES, 7, 0.5, 2),
+         rows=ROI_ROWS, forward=ROI, backward=ROI, splits=ROI_SPLITS,
+         keeps_split=False),
+    Case("roi_pool_7x7", "roi_pool",
+         lambda x: jaxpool.roi_pool(x, _ROI_BOXES, 7, 0.5),
+         rows=ROI_ROWS, forward=ROI, backward=ROI, splits=ROI_SPLITS,
+         keeps_split=False),
+    Case("ps_roi_pool_2x2", "ps_roi_pool",
+         lambda x: jaxpool.ps_roi_pool(x, _ROI_BOXES, 2, 0.5),
+         rows=ROI_ROWS, forward=ROI, backward=ROI, splits=ROI_SPLITS,
+         keeps_split=False),
+    Case("ps_roi_align_2x2", "ps_roi_align",
+         lambda x: jaxpool.ps_roi_align(x, _ROI_BOXES, 2, 0.5, 2),
+         rows=ROI_ROWS, forward=ROI, backward=ROI, splits=ROI_SPLITS,
+         keeps_split=False),
+    Case("multi_scale_roi_align", "multi_scale_roi_align",
+         lambda x: jaxpool.multi_scale_roi_align(
+             [x, x[:, ::2, ::2]], _ROI_BOXES, [(128, 128)], 3, 2),
+         rows=ROI_ROWS, forward=ROI, backward=ROI, splits=ROI_SPLITS,
+         keeps_split=False),
 )
 # Cases for functions the package does not export are left out; the
 # coverage test below fails if an exported function has no case.

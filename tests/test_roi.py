@@ -1,0 +1,374 @@
+"""Tests for jaxpool._roi: RoI pooling and RoI Align against torchvision.
+
+``torchvision.ops.roi_align`` (its pure-PyTorch implementation here, see
+``torchvision_cpu.py``) is the reference for RoI Align's values and
+gradients on boxes whose samples stay within ``[-1, size]`` (that
+implementation has no test for samples beyond); NumPy transcriptions of
+torchvision's CPU kernels are the reference for every box, and for
+``roi_pool``, ``ps_roi_pool`` and ``ps_roi_align``.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings, strategies as st
+
+import jaxpool
+import torchvision_cpu as tv
+
+N, C, H, W = 2, 3, 9, 11
+# Boxes within the map, partly and wholly outside it, degenerate (zero and
+# negative size) and tiny ones, over both images.
+INSIDE = np.array([
+    [0, 0.0, 0.0, 10.0, 8.0],
+    [1, 1.3, 2.2, 6.7, 7.9],
+    [0, 3.5, 1.25, 4.0, 2.0],
+    [1, 2.0, 3.0, 2.0, 3.0],
+    [1, 0.4, 0.6, 9.6, 4.4],
+], np.float32)
+OUTSIDE = np.array([
+    [0, -3.0, -2.0, 5.0, 4.0],
+    [1, 8.0, 6.0, 15.3, 13.4],
+    [0, 12.0, 10.0, 14.0, 12.0],
+    [1, 5.0, 5.0, 3.0, 2.0],
+    [0, -4.0, 7.5, -2.0, 8.5],
+], np.float32)
+
+
+def _map(seed: int = 0, shape=(N, C, H, W)) -> np.ndarray:
+  # Distinct values: a max picks one element, so ties cannot hide a routing.
+  x = np.random.default_rng(seed).permutation(int(np.prod(shape)))
+  return (x.reshape(shape) / x.size - 0.5).astype(np.float32)
+
+
+def _nhwc(x):
+  return jnp.asarray(np.moveaxis(x, 1, -1))
+
+
+def _nchw(y) -> np.ndarray:
+  return np.moveaxis(np.asarray(y), -1, 1)
+
+
+@functools.cache
+def _jitted(name: str, channels_first: bool, **kwargs):
+  fn = functools.partial(getattr(jaxpool, name),
+                         channels_first=channels_first, **kwargs)
+  cot = lambda x, b, g: jnp.vdot(fn(x, b), g)
+  return jax.jit(fn), jax.jit(jax.grad(cot))
+
+
+def _run(name, x, boxes, channels_first, grad=None, **kwargs):
+  """Values (NCHW) and, given a cotangent (NCHW), the gradient (NCHW)."""
+  fwd, bwd = _jitted(name, channels_first, **kwargs)
+  xin = jnp.asarray(x) if channels_first else _nhwc(x)
+  out = fwd(xin, jnp.asarray(boxes))
+  out = np.asarray(out) if channels_first else _nchw(out)
+  if grad is None:
+    return out
+  g = jnp.asarray(grad) if channels_first else _nhwc(grad)
+  dx = bwd(xin, jnp.asarray(boxes), g)
+  return out, (np.asarray(dx) if channels_first else _nchw(dx))
+
+
+# ---------------------------------------------------------------------------
+# RoI Align.
+
+
+@pytest.mark.parametrize("channels_first", [False, True])
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("ratio", [2, -1])
+def test_roi_align_matches_torchvision(ratio, aligned, channels_first):
+  x = _map()
+  out_size, scale = (3, 4), 0.9
+  # Not the zero-size box: with aligned=True and ratio=-1 its grid is empty
+  # and the fallback's autograd gives 0 * nan = nan (the kernel, and the
+  # test below, give 0).
+  boxes = np.delete(INSIDE, 3, axis=0)
+  xt = torch.tensor(x, requires_grad=True)
+  want = tv.ops.roi_align(xt, torch.tensor(boxes), out_size, scale, ratio,
+                          aligned)
+  g = np.random.default_rng(1).standard_normal(want.shape).astype(np.float32)
+  want.backward(torch.tensor(g))
+  got, dx = _run("roi_align", x, boxes, channels_first, g,
+                 output_size=out_size, spatial_scale=scale,
+                 sampling_ratio=ratio, aligned=aligned)
+  np.testing.assert_allclose(got, want.detach().numpy(), rtol=1e-5,
+                             atol=1e-6)
+  np.testing.assert_allclose(dx, xt.grad.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("aligned", [False, True])
+@pytest.mark.parametrize("ratio", [1, -1])
+def test_roi_align_matches_the_kernel_outside_the_map(ratio, aligned):
+  x = _map(2)
+  boxes = np.concatenate([INSIDE, OUTSIDE])
+  want = tv.roi_align(x, boxes, 2, 3, 1.0, ratio, aligned)
+  got = _run("roi_align", x, boxes, False, output_size=(2, 3),
+             sampling_ratio=ratio, aligned=aligned)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.floats(-3, 14, width=32), min_size=4, max_size=4),
+       st.sampled_from([0.5, 1.0, 1.5]), st.sampled_from([(2, 2), (3, 1)]),
+       st.sampled_from([1, 3, -1]), st.booleans())
+def test_roi_align_drawn_boxes(corners, scale, out_size, ratio, aligned):
+  x = _map(3)
+  boxes = np.array([[1, *corners]], np.float32)
+  want = tv.roi_align(x, boxes, *out_size, scale, ratio, aligned)
+  got = np.asarray(jaxpool.roi_align(
+      _nhwc(x), boxes, out_size, scale, ratio, aligned))
+  # A box larger than the map may need more samples than the bound.
+  if ratio == -1 and max(corners[2] - corners[0],
+                         corners[3] - corners[1]) * scale > min(H, W):
+    return
+  np.testing.assert_allclose(_nchw(got), want, rtol=1e-5, atol=1e-6)
+
+
+def test_roi_align_past_the_adaptive_bound():
+  # A 6x6 map to 2x2 bins: the bound is 3 samples per bin and axis. A box of
+  # 20 would take ceil(20/2) = 10; it is sampled on the clamped 3x3 grid.
+  x = _map(4, (1, 2, 6, 6))
+  boxes = np.array([[0, -7.0, -7.0, 13.0, 13.0]], np.float32)
+  got = jaxpool.roi_align(_nhwc(x), boxes, 2)
+  np.testing.assert_allclose(_nchw(got), tv.roi_align(x, boxes, 2, 2, 1.0, 3,
+                                                      False), rtol=1e-5)
+  assert not np.allclose(_nchw(got), tv.roi_align(x, boxes, 2, 2, 1.0, -1,
+                                                  False), atol=1e-4)
+
+
+def test_roi_align_list_of_boxes_and_transforms():
+  x = _nhwc(_map())
+  per_image = [INSIDE[INSIDE[:, 0] == i, 1:] for i in range(N)]
+  flat = np.concatenate([np.c_[np.full(len(b), i), b]
+                         for i, b in enumerate(per_image)]).astype(np.float32)
+  np.testing.assert_array_equal(jaxpool.roi_align(x, per_image, 2),
+                                jaxpool.roi_align(x, flat, 2))
+  # vmap over a stack of batches, and jit with traced boxes.
+  stacked = jax.vmap(lambda x: jaxpool.roi_align(x, flat, 2))(
+      jnp.stack([x, 2 * x]))
+  np.testing.assert_allclose(stacked[1], 2 * jaxpool.roi_align(x, flat, 2),
+                             rtol=1e-6)
+  np.testing.assert_allclose(
+      jax.jit(lambda x, b: jaxpool.roi_align(x, b, 2))(x, flat),
+      jaxpool.roi_align(x, flat, 2), rtol=1e-5, atol=1e-6)
+
+
+def test_roi_align_half_precision():
+  x = _map()
+  want = tv.roi_align(x, INSIDE, 2, 2, 1.0, 2, False)
+  got = jaxpool.roi_align(_nhwc(x).astype(jnp.bfloat16), INSIDE, 2,
+                          sampling_ratio=2)
+  assert got.dtype == jnp.bfloat16
+  np.testing.assert_allclose(_nchw(got.astype(jnp.float32)), want,
+                             atol=2e-2)
+
+
+# ---------------------------------------------------------------------------
+# RoI pooling.
+
+
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_roi_pool_matches_the_kernel(channels_first):
+  x = _map(5)
+  boxes = np.concatenate([INSIDE, OUTSIDE])
+  want, arg = tv.roi_pool(x, boxes, 3, 2, 0.8)
+  g = np.random.default_rng(6).standard_normal(want.shape).astype(np.float32)
+  got, dx = _run("roi_pool", x, boxes, channels_first, g, output_size=(3, 2),
+                 spatial_scale=0.8)
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_allclose(dx, tv.roi_pool_grad(x.shape, boxes, arg, g),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_roi_pool_gradient_goes_to_the_first_maximum():
+  x = np.zeros((1, 1, 4, 4), np.float32)  # Every cell ties.
+  boxes = np.array([[0, 0.0, 0.0, 3.0, 3.0]], np.float32)
+  dx = jax.grad(lambda x: jnp.sum(jaxpool.roi_pool(x, boxes, 2)))(_nhwc(x))
+  want = np.zeros((4, 4), np.float32)
+  want[0, 0] = want[0, 2] = want[2, 0] = want[2, 2] = 1
+  np.testing.assert_array_equal(np.asarray(dx)[0, :, :, 0], want)
+
+
+@settings(max_examples=8, deadline=None)
+@given(st.lists(st.floats(-3, 14, width=32), min_size=4, max_size=4),
+       st.sampled_from([0.5, 1.0, 1.25]), st.sampled_from([(2, 2), (1, 3)]))
+def test_roi_pool_drawn_boxes(corners, scale, out_size):
+  x = _map(7)
+  boxes = np.array([[0, *corners]], np.float32)
+  if max(corners[2] * scale, corners[3] * scale) > min(H, W) or min(
+      corners[0], corners[1]) < 0:
+    return  # Past the bound: bins keep their first cells.
+  want, _ = tv.roi_pool(x, boxes, *out_size, scale)
+  got = jaxpool.roi_pool(_nhwc(x), boxes, out_size, scale)
+  np.testing.assert_array_equal(_nchw(got), want)
+
+
+# ---------------------------------------------------------------------------
+# Position-sensitive forms.
+
+
+def _dot_test(fn, x, reference, seed):
+  """The gradient of a linear map is its transpose: <f^T g, v> = <g, f v>."""
+  g = np.random.default_rng(seed).standard_normal(
+      reference(x).shape).astype(np.float32)
+  dx = _nchw(jax.grad(lambda x: jnp.vdot(_nchw_j(fn(x)), g))(_nhwc(x)))
+  v = _map(seed + 1, x.shape)
+  np.testing.assert_allclose(np.vdot(dx, v), np.vdot(g, reference(v)),
+                             rtol=1e-4)
+
+
+def _nchw_j(y):
+  return jnp.moveaxis(y, -1, 1)
+
+
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_ps_roi_pool_matches_the_kernel(channels_first):
+  x = _map(8, (N, 2 * 6, H, W))
+  boxes = np.concatenate([INSIDE, OUTSIDE])
+  want = tv.ps_roi_pool(x, boxes, 2, 3, 1.1)
+  got = _run("ps_roi_pool", x, boxes, channels_first, output_size=(2, 3),
+             spatial_scale=1.1)
+  np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+  _dot_test(lambda x: jaxpool.ps_roi_pool(x, boxes, (2, 3), 1.1), x,
+            lambda v: tv.ps_roi_pool(v, boxes, 2, 3, 1.1), 9)
+
+
+@pytest.mark.parametrize("ratio", [2, -1])
+def test_ps_roi_align_matches_the_kernel(ratio):
+  x = _map(10, (N, 2 * 4, H, W))
+  boxes = np.concatenate([INSIDE, OUTSIDE])
+  want = tv.roi_align(x, boxes, 2, 2, 0.7, ratio, True,
+                      position_sensitive=True)
+  got = _run("ps_roi_align", x, boxes, True, output_size=2,
+             spatial_scale=0.7, sampling_ratio=ratio)
+  np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+  _dot_test(lambda x: jaxpool.ps_roi_align(x, boxes, 2, 0.7, ratio), x,
+            lambda v: tv.roi_align(v, boxes, 2, 2, 0.7, ratio, True, True),
+            11)
+
+
+# ---------------------------------------------------------------------------
+# Multi-scale.
+
+
+def test_multi_scale_roi_align_matches_torchvision():
+  # A 128x128 image; levels of scale 1/4 and 1/8 (FPN levels 2 and 3).
+  # Boxes of side ~40 map to level 2, of side ~120 to level 3.
+  rng = np.random.default_rng(12)
+  feats = [rng.standard_normal((2, 4, 32, 32)).astype(np.float32),
+           rng.standard_normal((2, 4, 16, 16)).astype(np.float32)]
+  boxes = [np.array([[4, 6, 44, 40], [0, 0, 127, 120], [10, 20, 30, 60]],
+                    np.float32),
+           np.array([[8, 2, 124, 126], [50, 50, 90, 95]], np.float32)]
+  shapes = [(128, 128), (120, 128)]
+  pooler = tv.ops.MultiScaleRoIAlign(["a", "b"], 3, 2)
+  want = pooler({"a": torch.tensor(feats[0]), "b": torch.tensor(feats[1])},
+                [torch.tensor(b) for b in boxes], shapes).numpy()
+  got = jaxpool.multi_scale_roi_align([_nhwc(f) for f in feats], boxes,
+                                      shapes, 3, 2)
+  np.testing.assert_allclose(_nchw(got), want, rtol=1e-5, atol=1e-6)
+  # Both levels are used: each box equals roi_align from its own level.
+  by_level = [_nchw(jaxpool.roi_align(_nhwc(f), boxes, 3, s, 2))
+              for f, s in zip(feats, (0.25, 0.125))]
+  which = [int(np.argmin([np.abs(w - b[i]).max() for b in by_level]))
+           for i, w in enumerate(want)]
+  assert set(which) == {0, 1}, which
+
+
+# ---------------------------------------------------------------------------
+# Bad input.
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda x: jaxpool.roi_align(x, np.zeros((2, 4)), 2), "boxes"),
+    (lambda x: jaxpool.roi_pool(x, np.array([[2, 0, 0, 1, 1.]]), 2),
+     "batch ind"),
+    (lambda x: jaxpool.roi_align(x, [np.zeros((1, 5))], 2), "boxes"),
+    (lambda x: jaxpool.roi_align(x, INSIDE, 0), "output_size"),
+    (lambda x: jaxpool.roi_pool(x, INSIDE, (2, -1)), "output_size"),
+    (lambda x: jaxpool.roi_align(x, INSIDE, 2, 0.0), "spatial_scale"),
+    (lambda x: jaxpool.roi_align(x, INSIDE, 2, sampling_ratio=0),
+     "sampling_ratio"),
+    (lambda x: jaxpool.ps_roi_pool(x, INSIDE, 2), "multiple"),
+    (lambda x: jaxpool.roi_align(x[0], INSIDE, 2), "x must be"),
+    (lambda x: jaxpool.multi_scale_roi_align([], INSIDE, [(9, 11)], 2),
+     "features"),
+])
+def test_bad_input_raises(call, match):
+  with pytest.raises(ValueError, match=match):
+    call(_nhwc(_map()))
+
+
+# ---------------------------------------------------------------------------
+# Modules: Linen, NNX and Equinox, each one call of its function.
+
+
+MODULES = [
+    ("RoIPool", "roi_pool", dict(output_size=(3, 2), spatial_scale=0.8)),
+    ("RoIAlign", "roi_align", dict(output_size=2, spatial_scale=0.9,
+                                   sampling_ratio=2, aligned=True)),
+    ("PSRoIPool", "ps_roi_pool", dict(output_size=(1, 3))),
+    ("PSRoIAlign", "ps_roi_align", dict(output_size=(3, 1),
+                                        channels_first=True)),
+]
+
+
+def _module_calls(name, kwargs):
+  from flax import nnx
+  from jaxpool import equinox as jpe, linen as jpl, nnx as jpn
+  del nnx
+  return {
+      "linen": lambda x, b: getattr(jpl, name)(**kwargs).apply({}, x, b),
+      "nnx": lambda x, b: getattr(jpn, name)(**kwargs)(x, b),
+      "equinox": lambda x, b: getattr(jpe, name)(**kwargs)(x, b),
+  }
+
+
+@pytest.mark.parametrize("name,function,kwargs", MODULES,
+                         ids=[m[0] for m in MODULES])
+def test_modules_are_their_function(name, function, kwargs):
+  x = _map(13, (N, 3, 9, 11)) if kwargs.get("channels_first") else _nhwc(
+      _map(13, (N, 3, 9, 11)))
+  boxes = jnp.asarray(INSIDE)
+  want = getattr(jaxpool, function)(x, boxes, **kwargs)
+  for api, call in _module_calls(name, kwargs).items():
+    np.testing.assert_array_equal(call(x, boxes), want, err_msg=api)
+  # The gradient reaches the map through a module under jit.
+  call = _module_calls(name, kwargs)["equinox"]
+  g = jax.jit(jax.grad(lambda x: jnp.sum(call(x, boxes) ** 2)))(x)
+  assert g.shape == x.shape and np.any(np.asarray(g) != 0)
+
+
+def test_module_fields_are_the_function_keywords():
+  import inspect
+  from jaxpool import _layers
+  for name, function, _ in MODULES + [("MultiScaleRoIAlign",
+                                       "multi_scale_roi_align", {})]:
+    layer = getattr(_layers, name)
+    fn = getattr(jaxpool, function)
+    skip = 3 if name == "MultiScaleRoIAlign" else 2
+    want = [(p.name, p.default, p.kind)
+            for p in list(inspect.signature(fn).parameters.values())[skip:]]
+    got = [(p.name, p.default, p.kind)
+           for p in inspect.signature(layer).parameters.values()]
+    assert got == want, name
+
+
+def test_multi_scale_modules():
+  from jaxpool import equinox as jpe, linen as jpl, nnx as jpn
+  feats = [jnp.ones((1, 32, 32, 4)), 2 * jnp.ones((1, 16, 16, 4))]
+  boxes = [jnp.array([[4., 6., 44., 40.], [0., 0., 127., 120.]])]
+  shapes = [(128, 128)]
+  want = jaxpool.multi_scale_roi_align(feats, boxes, shapes, 3, 2)
+  np.testing.assert_array_equal(want[:, 0, 0, 0], [1.0, 2.0])
+  for got in (jpl.MultiScaleRoIAlign(3, 2).apply({}, feats, boxes, shapes),
+              jpn.MultiScaleRoIAlign(3, 2)(feats, boxes, shapes),
+              jpe.MultiScaleRoIAlign(3, 2)(feats, boxes, shapes)):
+    np.testing.assert_array_equal(got, want)
