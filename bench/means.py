@@ -1,17 +1,19 @@
-"""Forward+backward times of the mean-like poolings against their references.
+"""Forward+backward times of the literature's poolings against their references.
 
 Each case runs jaxpool (under ``jax.jit``, channels-last, the default) and
 its reference implementation in PyTorch: timm's ``SelectAdaptivePool2d``
-for ``avgmax`` / ``catavgmax`` (NCHW, its default format), and for the
-others the straightforward PyTorch transcription of the paper's formula
-(SoftPool's reference code; cirtorch's GeM), the faster of NCHW and
-channels-last memory formats. Both
+for ``avgmax`` / ``catavgmax`` (NCHW, its default format),
+``antialiased_cnns.BlurPool`` (and its max-blur, ``MaxPool2d(2, 1)`` then
+``BlurPool``), and for the others the straightforward PyTorch transcription
+of the paper's formula (SoftPool's reference code; cirtorch's GeM; APS's
+polyphase selection), the faster of NCHW and channels-last memory formats.
+Fractional and stochastic pooling are in ``bench.research``. Both
 run one thread (XLA's CPU client and ``torch.set_num_threads(1)``), side by
 side: each of 3 rounds times a batch of calls of each, and the medians of
 the rounds are compared. Forward+backward is the gradient of
 ``sum(pool(x) * w)`` for a fixed random ``w``.
 
-Run ``python3 -m bench.means [--quick]``.
+Run ``python3 -m bench.means [--quick] [--cases blur,aps]``.
 """
 
 from __future__ import annotations
@@ -86,6 +88,18 @@ def cases(quick: bool) -> list[tuple[str, tuple[int, ...], Callable, Callable,
     e = torch.exp(x)
     return F.avg_pool2d(x * e, 2).div_(F.avg_pool2d(e, 2))
 
+  def aps(x):
+    # APS's rule (Chaman & Dokmanic 2021; their ApsDown with stride 2, no
+    # blur): of the four polyphase components keep the one of largest norm.
+    comps = torch.stack([x[:, :, i::2, j::2] for i in (0, 1)
+                         for j in (0, 1)], 1)
+    best = comps.flatten(2).norm(dim=2).argmax(1)
+    return comps[torch.arange(x.shape[0]), best]
+
+  import antialiased_cnns
+  channels = window[-1]
+  blur = antialiased_cnns.BlurPool(channels, filt_size=4, stride=2)
+  max_blur = torch.nn.Sequential(torch.nn.MaxPool2d(2, 1), blur)
   avgmax = layers.SelectAdaptivePool2d(pool_type="avgmax")
   catavgmax = layers.SelectAdaptivePool2d(pool_type="catavgmax")
   avgmax2 = layers.SelectAdaptivePool2d(output_size=2, pool_type="avgmax")
@@ -111,6 +125,10 @@ def cases(quick: bool) -> list[tuple[str, tuple[int, ...], Callable, Callable,
        lambda x: jaxpool.gem_pool(jnp.abs(x), 3.0),
        lambda x: F.avg_pool2d(x.abs().clamp(min=1e-6).pow(p),
                               x.shape[-2:]).pow(1 / p), cl),
+      ("blur_pool 4 s2 reflect", window, jaxpool.blur_pool, blur, cl),
+      ("max_blur_pool 4 s2 reflect", window, jaxpool.max_blur_pool,
+       max_blur, cl),
+      ("aps_pool s2", window, jaxpool.aps_pool, aps, cl),
       ("adaptive_avgmax_pool 1", head, jaxpool.adaptive_avgmax_pool, avgmax,
        "contiguous"),
       ("adaptive_catavgmax_pool 1", head, jaxpool.adaptive_catavgmax_pool,
@@ -174,6 +192,8 @@ def measure(shape, jax_fn, torch_fn, fmt: str, calls: int,
 def main() -> None:
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--quick", action="store_true")
+  parser.add_argument("--cases", default="",
+                      help="comma-separated prefixes of the case names to run")
   args = parser.parse_args()
   import torch
   torch.set_num_threads(1)
@@ -182,7 +202,10 @@ def main() -> None:
         "median of 3 rounds")
   print(f"{'case':34s} {'shape (NHWC)':18s} {'jaxpool ms':>10s} "
         f"{'ref ms':>9s} {'jaxpool/ref':>11s}")
+  prefixes = tuple(p for p in args.cases.split(",") if p)
   for name, shape, jax_fn, torch_fn, fmt in cases(args.quick):
+    if prefixes and not name.startswith(prefixes):
+      continue
     jax_ms, torch_ms = measure(shape, jax_fn, torch_fn, fmt,
                                calls=5 if args.quick else 20)
     print(f"{name:34s} {str(shape):18s} {jax_ms:10.3f} {torch_ms:9.3f} "

@@ -368,7 +368,7 @@ def avg_pool(x: ArrayLike, window_shape: IntOrSequence,
   return _window_mean(x, spec, bool(count_include_pad), divisor_override)
 
 
-def _check_p(p) -> float:
+def check_p(p) -> float:
   if isinstance(p, (bool, np.bool_)) or not isinstance(p, numbers.Real):
     raise TypeError(f"p must be a real number, got {p!r}.")
   value = float(p)
@@ -420,21 +420,30 @@ def lp_pool(x: ArrayLike, p: float, window_shape: IntOrSequence,
     ValueError: as :func:`max_pool`, and for ``p`` not finite and positive.
   """
   x = jnp.asarray(x)
-  p = _check_p(p)
+  p = check_p(p)
   spec = _spec(x, window_shape, strides, padding, 1, ceil_mode,
                channels_first)
   acc, out = accumulation_dtype(x.dtype)
-  xa = x.astype(acc)
-  powered = lax.integer_pow(xa, int(p)) if p.is_integer() else jnp.power(
-      xa, np.asarray(p, acc))
-  total = _window_mean(powered, spec, True, None).astype(acc) * np.asarray(
-      spec.window_size, acc)
+  total = _window_mean(lp_power(x.astype(acc), p), spec, True, None).astype(
+      acc) * np.asarray(spec.window_size, acc)
+  return lp_root(total, p).astype(out)
+
+
+def lp_power(x: jax.Array, p: float) -> jax.Array:
+  """``x ** p``, an integer power where ``p`` is whole (as torch's ``pow``,
+  so negative ``x`` stays finite)."""
+  return lax.integer_pow(x, int(p)) if p.is_integer() else jnp.power(
+      x, np.asarray(p, x.dtype))
+
+
+def lp_root(total: jax.Array, p: float) -> jax.Array:
+  """``total ** (1/p)``, with value and gradient 0 where ``total`` is 0."""
   # Double where: the root's derivative at 0 is infinite; PyTorch's is 0.
   zero = total == 0
-  safe = jnp.where(zero, np.asarray(1, acc), total)
-  root = jnp.where(zero, np.asarray(0, acc),
-                   jnp.power(safe, np.asarray(1 / p, acc)))
-  return root.astype(out)
+  one = np.ones((), total.dtype)
+  safe = jnp.where(zero, one, total)
+  return jnp.where(zero, np.zeros((), total.dtype),
+                   jnp.power(safe, np.asarray(1 / p, total.dtype)))
 
 
 @documented

@@ -18,10 +18,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.typing import ArrayLike
 
-from jaxpool._pooling import accumulation_dtype
+from jaxpool._pooling import accumulation_dtype, check_p, lp_power, lp_root
 from jaxpool._sharding import partitioned
 
-_METHODS = ("sum", "mean", "max", "min")
+_METHODS = ("sum", "mean", "max", "min", "lp")
 
 
 def _check_num_segments(num_segments) -> int:
@@ -68,13 +68,16 @@ def _segment_max_jvp(n, sorted_, primals, tangents):
 
 @partitioned(arrays=2)
 def segment_pool(x: ArrayLike, segment_ids: ArrayLike, num_segments: int, *,
-                 method: str = "mean",
+                 method: str = "mean", p: float | None = None,
                  indices_are_sorted: bool = False) -> jax.Array:
   """Pools the rows of ``x`` that share a segment id, PyTorch Geometric's way.
 
   Row ``i`` of ``x`` belongs to segment ``segment_ids[i]``; the result's row
   ``s`` reduces the rows of segment ``s`` with ``method``: ``"sum"``,
-  ``"mean"``, ``"max"`` or ``"min"``. An empty segment gives 0 (as
+  ``"mean"``, ``"max"``, ``"min"`` or ``"lp"`` (``(sum x**p) ** (1/p)``,
+  :func:`lp_pool`'s rule: whole powers of negative rows as torch's
+  ``pow``, value and gradient 0 where the sum is 0). An empty segment
+  gives 0 (as
   ``torch_geometric.utils.scatter``), with zero gradient; ids outside
   ``[0, num_segments)`` are dropped. Values and gradients equal PyTorch
   Geometric's: the mean divides by the segment's size; the gradient of a
@@ -99,12 +102,16 @@ def segment_pool(x: ArrayLike, segment_ids: ArrayLike, num_segments: int, *,
     [2.0, 0.0, 6.0]
     >>> jaxpool.segment_pool(x, ids, 3, method="max").ravel().tolist()
     [3.0, 0.0, 7.0]
+    >>> rows = jnp.array([[3.0], [4.0]])
+    >>> jaxpool.segment_pool(rows, jnp.array([0, 0]), 1, method="lp", p=2.0)
+    Array([[5.]], dtype=float32)
 
   Args:
     x: the rows to pool, float, integer or bool (bool: max and min only).
     segment_ids: int, one per row of ``x``.
     num_segments: the number of segments, a static int.
-    method: ``"sum"``, ``"mean"``, ``"max"`` or ``"min"``.
+    method: ``"sum"``, ``"mean"``, ``"max"``, ``"min"`` or ``"lp"``.
+    p: the power of ``method="lp"``, finite and positive; only with it.
     indices_are_sorted: promise that ``segment_ids`` are sorted (faster on
       some platforms; a false promise gives wrong results).
 
@@ -113,8 +120,10 @@ def segment_pool(x: ArrayLike, segment_ids: ArrayLike, num_segments: int, *,
     mean).
 
   Raises:
-    ValueError: for an unknown ``method``, a negative ``num_segments``, or
-      ``segment_ids`` not of shape ``(x.shape[0],)``.
+    ValueError: for an unknown ``method``, a negative ``num_segments``,
+      ``segment_ids`` not of shape ``(x.shape[0],)``, or ``p`` missing for
+      ``method="lp"``, given for another method, or not finite and
+      positive.
     TypeError: for a ``num_segments`` that is not a static int, or
       ``segment_ids`` that are not integers.
   """
@@ -123,6 +132,11 @@ def segment_pool(x: ArrayLike, segment_ids: ArrayLike, num_segments: int, *,
   n = _check_num_segments(num_segments)
   if method not in _METHODS:
     raise ValueError(f"method must be one of {_METHODS}, got {method!r}.")
+  if (p is None) == (method == "lp"):
+    raise ValueError(
+        "p is the power of method='lp' and needs it; got "
+        f"method={method!r}, p={p!r}.")
+  power = None if p is None else check_p(p)
   if not isinstance(indices_are_sorted, (bool, np.bool_)):
     raise TypeError(
         f"indices_are_sorted must be a bool, got {indices_are_sorted!r}.")
@@ -154,7 +168,10 @@ def segment_pool(x: ArrayLike, segment_ids: ArrayLike, num_segments: int, *,
       raise ValueError("method='sum' needs numbers, got bool x.")
     return _segment_sum(x.astype(acc), ids, n, sorted_).astype(out)
   if x.dtype == np.bool_:
-    raise ValueError("method='mean' needs numbers, got bool x.")
+    raise ValueError(f"method={method!r} needs numbers, got bool x.")
+  if power is not None:
+    total = _segment_sum(lp_power(x.astype(acc), power), ids, n, sorted_)
+    return lp_root(total, power).astype(out)
   total = _segment_sum(x.astype(acc), ids, n, sorted_)
   count = _segment_sum(jnp.ones(ids.shape, acc), ids, n, sorted_)
   # PyTorch Geometric's divisor, the size clamped to at least 1.

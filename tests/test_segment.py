@@ -293,6 +293,39 @@ def test_segment_pool_equals_pyg_scatter(name, sorted_):
   np.testing.assert_allclose(vjp(ct)[0], want_grad, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.parametrize("p", [2.0, 4.0, 3.0, 2.5])
+def test_segment_lp_equals_torch(p):
+  # torch: the segment sums of x ** p, then the root. Even powers on signed
+  # rows (integer powers, as torch's pow), odd and fractional ones on
+  # positive rows; the empty segment 1 is 0 with zero gradient (jaxpool's
+  # lp_pool rule).
+  x, batch = graph_batch(5, ties=False)
+  if p % 2:
+    x = np.abs(x) + 0.1
+  ct = rng(6).standard_normal((6, 3)).astype(np.float32)
+  want, want_grad = pyg_vjp(
+      lambda xt, b: torch.zeros(6, 3).index_add(0, b, xt ** p).pow(1 / p),
+      x, batch, ct)
+  y, vjp = jax.vjp(lambda x: jaxpool.segment_pool(x, batch, 6, method="lp",
+                                                  p=p), x)
+  np.testing.assert_allclose(y, want, rtol=2e-6)
+  np.testing.assert_array_equal(y[1], 0)
+  np.testing.assert_allclose(vjp(ct)[0], want_grad, rtol=1e-5, atol=1e-6)
+  grad_empty = jax.grad(lambda x: jaxpool.segment_pool(
+      x, np.zeros(len(x), np.int32), 2, method="lp", p=p)[1].sum())(x)
+  np.testing.assert_array_equal(grad_empty, 0)
+
+
+def test_segment_lp_of_a_negative_sum_is_nan_as_torch():
+  x = np.array([[-2.0], [1.0], [2.0]], np.float32)
+  ids = np.array([0, 0, 1])
+  want = torch.zeros(2, 1).index_add(0, torch.tensor(ids),
+                                     torch.tensor(x) ** 3).pow(1 / 3)
+  y = jaxpool.segment_pool(x, ids, 2, method="lp", p=3.0)
+  np.testing.assert_array_equal(np.isnan(y), np.isnan(want.numpy()))
+  np.testing.assert_allclose(y[1], want[1].numpy(), rtol=1e-6)
+
+
 @pytest.mark.parametrize("name", ["add", "mean", "max"])
 def test_graph_readouts_equal_pyg(name):
   ours = getattr(graph, f"global_{name}_pool")
@@ -352,6 +385,12 @@ def test_segment_pool_checks_arguments():
     jaxpool.segment_pool(x, ids[:3], 2)
   with pytest.raises(TypeError, match="segment_ids"):
     jaxpool.segment_pool(x, ids.astype(jnp.float32), 2)
+  with pytest.raises(ValueError, match="p is the power"):
+    jaxpool.segment_pool(x, ids, 2, method="lp")
+  with pytest.raises(ValueError, match="p is the power"):
+    jaxpool.segment_pool(x, ids, 2, method="mean", p=2.0)
+  with pytest.raises(ValueError, match="p must be finite"):
+    jaxpool.segment_pool(x, ids, 2, method="lp", p=-1.0)
 
 
 def test_segment_pool_integers_halves_and_nan():
@@ -374,20 +413,23 @@ def test_segment_pool_integers_halves_and_nan():
 
 @hypothesis.settings(max_examples=10, **SETTINGS)
 @hypothesis.given(st.sampled_from([1, 5]), st.integers(0, 99),
-                  st.sampled_from(["sum", "mean", "max", "min"]))
+                  st.sampled_from(["sum", "mean", "max", "min", "lp"]))
 def test_segment_pool_equals_loop(segments, seed, name):
   # Few shapes, so few compilations; the ids vary.
   nodes = 16
   r = rng(seed)
   x = r.standard_normal((nodes, 2))
   ids = r.integers(-1, segments + 1, nodes)  # out-of-range ids are dropped
-  y = jaxpool.segment_pool(x.astype(np.float32), ids, segments, method=name)
+  p = 2.0 if name == "lp" else None
+  y = jaxpool.segment_pool(x.astype(np.float32), ids, segments, method=name,
+                           p=p)
   want = np.zeros((segments, 2))
   for s in range(segments):
     rows = x[ids == s]
     if len(rows):
       want[s] = {"sum": np.sum, "mean": np.mean, "max": np.max,
-                 "min": np.min}[name](rows, 0)
+                 "min": np.min,
+                 "lp": lambda r, a: np.sqrt(np.sum(r * r, a))}[name](rows, 0)
   np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-6)
 
 
