@@ -212,11 +212,10 @@ def _align(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
     co = c // (ph * pw)
     # torchvision's channel order: input channel (co * ph + i) * pw + j
     # feeds bin (i, j) of output channel co; each bin gathers its own.
-    table = jnp.moveaxis(x.reshape(n, h, w, co, ph * pw), -1, 0)
-    table = table.reshape(ph * pw * n * h * w, co)
+    table = x.reshape(n, h, w, co, ph * pw)
   else:
     co = c
-    table = x.reshape(n * h * w, c)
+    table = x
   if sampling_ratio > 0:
     sy = sx = sampling_ratio
   else:
@@ -246,18 +245,20 @@ def _align(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
       count = jnp.maximum(gh * gw, 1).astype(acc)[:, None, None, None]
     rows, wy = _axis_taps(start_h, bin_h, gh, sy, ph, h, acc)
     cols, wx = _axis_taps(start_w, bin_w, gw, sx, pw, w, acc)
-    k = boxes.shape[0]
-    base = b * (h * w)
+    # (K, ph, sy, 2, pw, sx, 2) corners, each indexing (image, row, column)
+    # of the map itself: no flattened copy, so that a map split over its
+    # batch (or rows) is gathered where it lies, each shard contributing
+    # the corners in its part.
+    image = b[:, None, None, None, None, None, None]
+    row = rows[:, :, :, :, None, None, None]
+    col = cols[:, None, None, None, :, :, :]
     if position_sensitive:
-      bins = (jnp.arange(ph)[:, None] * pw + jnp.arange(pw)[None, :])
-      base = base[:, None, None] + bins[None] * (n * h * w)
+      bins = jnp.arange(ph)[:, None] * pw + jnp.arange(pw)[None, :]
+      values = table[image, row, col, :,
+                     bins[None, :, None, None, :, None, None]]
     else:
-      base = jnp.broadcast_to(base[:, None, None], (k, ph, pw))
-    # (K, ph, sy, 2, pw, sx, 2): one flat row of the table per corner.
-    index = (base[:, :, None, None, :, None, None]
-             + rows[:, :, :, :, None, None, None] * w
-             + cols[:, None, None, None, :, :, :])
-    values = jnp.take(table, index, axis=0, mode="clip").astype(acc)
+      values = table[image, row, col]
+    values = values.astype(acc)
     weight = (wy[:, :, :, :, None, None, None]
               * wx[:, None, None, None, :, :, :])
     out = jnp.einsum("kpyaqxb,kpyaqxbc->kpqc", weight, values,
@@ -308,7 +309,6 @@ def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
   # RoI of at most h + 1 cells, so a bin spans at most ceil((h+1)/ph) + 1.
   ty = min(h, -(-(h + 1) // ph) + 1)
   tx = min(w, -(-(w + 1) // pw) + 1)
-  flat = x.reshape(-1)
 
   def pool(boxes):
     boxes = lax.stop_gradient(boxes)
@@ -319,21 +319,27 @@ def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
     rows, vy = _int_bins(corner[:, 1], rh, ph, ty, h, h)
     cols, vx = _int_bins(corner[:, 0], rw, pw, tx, w, w)
     k = boxes.shape[0]
-    # (K, ph, pw, ty * tx) cells in torchvision's scan order (rows outer).
-    cell = (rows[:, :, None, :, None] * w + cols[:, None, :, None, :])
-    cell = cell.reshape(k, ph, pw, ty * tx)
+    # (K, ph, pw, ty * tx) cells in torchvision's scan order (rows outer),
+    # indexing (image, row, column) of the map itself (see _align).
+    shape = (k, ph, pw, ty, tx)
+    row = jnp.broadcast_to(rows[:, :, None, :, None], shape).reshape(
+        k, ph, pw, ty * tx)
+    col = jnp.broadcast_to(cols[:, None, :, None, :], shape).reshape(
+        k, ph, pw, ty * tx)
     valid = (vy[:, :, None, :, None] & vx[:, None, :, None, :]).reshape(
         k, ph, pw, ty * tx)
-    base = (b * (h * w))[:, None, None, None]
-    values = jnp.take(x.reshape(n * h * w, c), base + cell, axis=0)
+    image = b[:, None, None, None]
+    values = x[image, row, col]
     values = jnp.where(valid[..., None], values, -jnp.inf)
     # The first of equal maxima, as the kernel's strict `>` scan.
     first = jnp.argmax(lax.stop_gradient(values), axis=3)
-    at = jnp.take_along_axis(cell, first, axis=3)
+    at_row = jnp.take_along_axis(row[..., None], first[:, :, :, None, :],
+                                 axis=3)[:, :, :, 0]
+    at_col = jnp.take_along_axis(col[..., None], first[:, :, :, None, :],
+                                 axis=3)[:, :, :, 0]
     empty = ~jnp.any(valid, axis=3)[..., None]
     # Gathered again at the maximum, so the gradient reaches only it.
-    at = (base + at) * c + jnp.arange(c)[None, None, None, :]
-    out = jnp.take(flat, at, mode="clip")
+    out = x[image, at_row, at_col, jnp.arange(c)[None, None, None, :]]
     return jnp.where(empty, jnp.zeros((), x.dtype), out)
 
   return _over_rois(pool, boxes, ph * pw * ty * tx * c)
@@ -350,8 +356,7 @@ def _avg_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
         f"a multiple of {ph * pw}, got {c}.")
   co = c // (ph * pw)
   acc, out_dtype = accumulation_dtype(x.dtype)
-  table = jnp.moveaxis(x.reshape(n, h, w, co, ph * pw), -1, 0)
-  table = table.reshape(ph * pw * n * h * w, co)
+  table = x.reshape(n, h, w, co, ph * pw)
   # Bins of a RoI of at most h cells (no + 1 here), clipped to [0, h - 1].
   ty = min(h, -(-h // ph) + 1)
   tx = min(w, -(-w // pw) + 1)
@@ -367,11 +372,11 @@ def _avg_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
     rows, vy = _int_bins(corner[:, 1], rh, ph, ty, h - 1, h)
     cols, vx = _int_bins(corner[:, 0], rw, pw, tx, w - 1, w)
     bins = jnp.arange(ph)[:, None] * pw + jnp.arange(pw)[None, :]
-    base = (b[:, None, None] + bins[None] * n) * (h * w)
-    index = (base[:, :, :, None, None] + rows[:, :, None, :, None] * w
-             + cols[:, None, :, None, :])
     weight = (vy[:, :, None, :, None] & vx[:, None, :, None, :]).astype(acc)
-    values = jnp.take(table, index, axis=0, mode="clip").astype(acc)
+    # (K, ph, pw, ty, tx) cells of the map itself (see _align).
+    values = table[b[:, None, None, None, None],
+                   rows[:, :, None, :, None], cols[:, None, :, None, :], :,
+                   bins[None, :, :, None, None]].astype(acc)
     total = jnp.einsum("kpqyx,kpqyxc->kpqc", weight, values,
                        precision=lax.Precision.HIGHEST)
     area = jnp.sum(weight, axis=(3, 4))[..., None]

@@ -178,9 +178,7 @@ def _with_indices_then_unpool(x: jax.Array) -> jax.Array:
 
 
 REDUCTION = frozenset({"all-reduce"})
-ROI = HALO | {"all-to-all"}
-ROI_SPLITS = ("both",)
-ROI_ROWS = 400
+ROI_SPLITS = ("spatial", "both", "rows4")
 #: Boxes over the 8 images of the cases' (8, 64, 64, 8) input.
 _ROI_BOXES = np.array([[i % 8, 3.0 * i, 2.0 * i, 3.0 * i + 40, 2.0 * i + 60]
                        for i in range(16)], np.float32)
@@ -328,33 +326,34 @@ ALL_CASES = (
     Case("catavgmax_64_to_8", "adaptive_catavgmax_pool",
          lambda x: jaxpool.adaptive_catavgmax_pool(x, (8, 8)), rows=0),
     # Region pooling gathers each box's taps from its image wherever that
-    # lies (the indices are data): with the batch split XLA gathers each
-    # shard's taps and all-reduces them (roi_align, multi-scale: the pooled
-    # output, ~9 rows of a shard), or all-gathers the map (roi_pool's and
-    # the position-sensitive forms' flattened tables: the whole input, 128
-    # rows, and roi_pool's all-reduce of its gathered taps, ~371 rows). Not
-    # halo exchanges: to pool a split map, route boxes to their shard
-    # (shard_map) or replicate the map.
+    # lies (the indices are data), from the map itself: each shard gathers
+    # the taps in its part and one all-reduce sums them, never the map
+    # (roi_align ~49 rows of a shard, ps_roi_pool ~68, ps_roi_align ~1;
+    # roi_pool's max needs all of a bin's cells, ~371). See also
+    # test_region_pooling_* below: the batch split, and boxes split.
     Case("roi_align_7x7", "roi_align",
          lambda x: jaxpool.roi_align(x, _ROI_BOXES, 7, 0.5, 2),
-         rows=ROI_ROWS, forward=ROI, backward=ROI, splits=ROI_SPLITS,
+         rows=50, forward=REDUCTION, backward=REDUCTION, splits=ROI_SPLITS,
          keeps_split=False),
     Case("roi_pool_7x7", "roi_pool",
          lambda x: jaxpool.roi_pool(x, _ROI_BOXES, 7, 0.5),
-         rows=ROI_ROWS, forward=ROI, backward=ROI, splits=ROI_SPLITS,
+         rows=372, forward=REDUCTION, backward=REDUCTION, splits=ROI_SPLITS,
          keeps_split=False),
     Case("ps_roi_pool_2x2", "ps_roi_pool",
          lambda x: jaxpool.ps_roi_pool(x, _ROI_BOXES, 2, 0.5),
-         rows=ROI_ROWS, forward=ROI, backward=ROI, splits=ROI_SPLITS,
+         rows=69, forward=REDUCTION, backward=REDUCTION, splits=ROI_SPLITS,
          keeps_split=False),
     Case("ps_roi_align_2x2", "ps_roi_align",
          lambda x: jaxpool.ps_roi_align(x, _ROI_BOXES, 2, 0.5, 2),
-         rows=ROI_ROWS, forward=ROI, backward=ROI, splits=ROI_SPLITS,
+         rows=2, forward=REDUCTION, backward=REDUCTION, splits=ROI_SPLITS,
          keeps_split=False),
     Case("multi_scale_roi_align", "multi_scale_roi_align",
          lambda x: jaxpool.multi_scale_roi_align(
-             [x, x[:, ::2, ::2]], _ROI_BOXES, [(128, 128)], 3, 2),
-         rows=ROI_ROWS, forward=ROI, backward=ROI, splits=ROI_SPLITS,
+             # The coarser level by a pooling: under explicit mesh axes
+             # jax 0.7 rejects the strided slice x[:, ::2, ::2].
+             [x, jaxpool.max_pool(x, 1, 2)], _ROI_BOXES, [(128, 128)], 3,
+             2),
+         rows=50, forward=REDUCTION, backward=REDUCTION, splits=ROI_SPLITS,
          keeps_split=False),
 )
 # Cases for functions the package does not export are left out; the
@@ -467,6 +466,56 @@ def test_sharded_pooling(case: Case, split: str, backward: bool):
     first = jax.tree.leaves(out)[0]
     assert first.sharding.is_equivalent_to(sharding, first.ndim), (
         first.sharding)
+
+
+_ROI_CASES = tuple(c for c in CASES if c.splits == ROI_SPLITS)
+
+
+@pytest.mark.parametrize("case", _ROI_CASES, ids=lambda c: c.name)
+@pytest.mark.parametrize("backward", [False, True], ids=["fwd", "bwd"])
+def test_region_pooling_routes_boxes_to_their_images(case: Case,
+                                                     backward: bool):
+  # The batch split over all 4 devices: each box's taps come from the
+  # shard that holds its image (every other shard contributes zeros to one
+  # all-reduce); the map is never gathered.
+  sharding = NamedSharding(mesh(), SPLITS["batch"].spec(case))
+  found = collectives(_compiled(case, sharding, backward).as_text())
+  assert set(counts(found)) <= REDUCTION, counts(found)
+  # The same traffic as with the "both" split, in its rows.
+  row = math.prod(case.shape) // 4 // SPLITS["both"].shard_rows(case)
+  assert max((n for _, n in found), default=0) <= case.rows * row, found
+  out = jax.jit(_both(case), in_shardings=sharding)(
+      jax.device_put(_random(case.shape), sharding))
+  _assert_same(out, _single_device(case))
+
+
+@pytest.mark.parametrize("name", ["roi_align", "roi_pool", "ps_roi_pool",
+                                  "ps_roi_align"])
+def test_region_pooling_with_boxes_split(name: str):
+  # Boxes over the 4 devices, the map replicated: the forward needs no
+  # collective, and its gradient one all-reduce of the map's gradient (as
+  # any replicated parameter's in data parallelism).
+  args = {"roi_align": (7, 0.5, 2), "roi_pool": (7, 0.5),
+          "ps_roi_pool": (2, 0.5), "ps_roi_align": (2, 0.5, 2)}[name]
+  fn = lambda x, b: getattr(jaxpool, name)(x, b, *args)
+  grad = lambda x, b: jax.grad(lambda x: jnp.sum(fn(x, b) ** 2))(x)
+  x = _random((8, 64, 64, 8))
+  split = (NamedSharding(mesh(), P()),
+           NamedSharding(mesh(), P(("data", "space"))))
+  for f, allowed in ((fn, set()), (grad, REDUCTION)):
+    compiled = jax.jit(f, in_shardings=split).lower(x, _ROI_BOXES).compile()
+    found = collectives(compiled.as_text())
+    assert set(counts(found)) <= allowed, counts(found)
+    assert max((n for _, n in found), default=0) <= x.size, found
+    out = compiled(jax.device_put(x, split[0]),
+                   jax.device_put(_ROI_BOXES, split[1]))
+    want = jax.jit(f)(jax.device_put(x, cpus()[0]),
+                      jax.device_put(_ROI_BOXES, cpus()[0]))
+    _assert_same(out, np.asarray(want))
+  # The pooled boxes stay split as the boxes were.
+  y = jax.jit(fn, in_shardings=split)(x, _ROI_BOXES)
+  assert y.sharding.is_equivalent_to(
+      NamedSharding(mesh(), P(("data", "space"))), y.ndim), y.sharding
 
 
 @pytest.mark.parametrize("op", ["max", "avg"])
