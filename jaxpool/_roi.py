@@ -40,6 +40,9 @@ BoxesLike = Union[ArrayLike, Sequence[ArrayLike]]
 # Gathers hold at most this many elements at once; more RoIs are pooled in
 # groups under lax.map.
 _GATHER_BUDGET = 1 << 24
+# roi_pool's sparse tables hold at most this many elements (a copy of the
+# map per level); a larger map enumerates each bin's cells instead.
+_TABLE_BUDGET = 1 << 27
 
 
 # ---------------------------------------------------------------------------
@@ -286,6 +289,15 @@ def _int_bins(start, length, pooled: int, taps: int, hi: int, size: int):
   beyond the bin to the map of ``size``), and whether
   ``t < hend - hstart``.
   """
+  first, end = _bin_ends(start, length, pooled, hi)
+  index = first[..., None] + jnp.arange(taps)[None, None, :]
+  valid = index < end[..., None]
+  return jnp.clip(index, 0, size - 1), valid
+
+
+def _bin_ends(start, length, pooled: int, hi: int):
+  """torchvision's integer bins along one axis: ``(first, end)``, each
+  ``(K, pooled)``, clipped to ``[0, hi]``."""
   # floor(p * L / n) and ceil((p + 1) * L / n) in integers: exact, where
   # the kernel's float32 products are exact but for rare ties (and XLA's
   # vectorised float32 division is not correctly rounded, so a float form
@@ -293,11 +305,59 @@ def _int_bins(start, length, pooled: int, taps: int, hi: int, size: int):
   p = jnp.arange(pooled, dtype=jnp.int32)[None, :]
   first = (p * length[:, None]) // pooled
   end = -((-(p + 1) * length[:, None]) // pooled)
-  first = jnp.clip(first + start[:, None], 0, hi)
-  end = jnp.clip(end + start[:, None], 0, hi)
-  index = first[..., None] + jnp.arange(taps)[None, None, :]
-  valid = index < end[..., None]
-  return jnp.clip(index, 0, size - 1), valid
+  return (jnp.clip(first + start[:, None], 0, hi),
+          jnp.clip(end + start[:, None], 0, hi))
+
+
+def _first_max(a, ia, b, ib):
+  """The larger of two (key, index) pairs; of equal keys, the smaller
+  index (the first in row-major order)."""
+  take_b = (b > a) | ((b == a) & (ib < ia))
+  return jnp.where(take_b, b, a), jnp.where(take_b, ib, ia)
+
+
+def _shifted(v: jax.Array, by: int, axis: int, fill) -> jax.Array:
+  """``v`` moved ``by`` places towards index 0 along ``axis``, ``fill``
+  after its end."""
+  pad = [(0, 0, 0)] * v.ndim
+  pad[axis] = (-by, by, 0)
+  return lax.pad(v, jnp.asarray(fill, v.dtype), pad)
+
+
+def _block_tables(key: jax.Array, levels_y: int, levels_x: int):
+  """Sparse tables of ``key``'s first maxima (Bentley & Saxe's range
+  maxima): level ``i * (levels_x + 1) + j`` holds, at each cell, the
+  largest key of the ``2**i`` by ``2**j`` block from it and the row-major
+  index of its first cell with that key. ``(levels, N, H, W, C)`` each."""
+  n, h, w, c = key.shape
+  index = jnp.broadcast_to(
+      (jnp.arange(h, dtype=jnp.int32)[:, None] * w
+       + jnp.arange(w, dtype=jnp.int32)[None, :])[None, :, :, None],
+      key.shape)
+  never = np.iinfo(np.int32).max
+  keys, indices = [], []
+  row_key, row_index = key, index
+  for i in range(levels_y + 1):
+    if i:
+      row_key, row_index = _first_max(
+          row_key, row_index, _shifted(row_key, 1 << (i - 1), 1, -np.inf),
+          _shifted(row_index, 1 << (i - 1), 1, never))
+    block_key, block_index = row_key, row_index
+    for j in range(levels_x + 1):
+      if j:
+        block_key, block_index = _first_max(
+            block_key, block_index,
+            _shifted(block_key, 1 << (j - 1), 2, -np.inf),
+            _shifted(block_index, 1 << (j - 1), 2, never))
+      keys.append(block_key)
+      indices.append(block_index)
+  return jnp.stack(keys), jnp.stack(indices)
+
+
+def _level(length: jax.Array, levels: int) -> jax.Array:
+  """``floor(log2(length))`` for ``length >= 1``, at most ``levels``."""
+  return sum(((length >= (2 << k)).astype(jnp.int32) for k in range(levels)),
+             jnp.zeros_like(length))
 
 
 def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
@@ -309,6 +369,64 @@ def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
   # RoI of at most h + 1 cells, so a bin spans at most ceil((h+1)/ph) + 1.
   ty = min(h, -(-(h + 1) // ph) + 1)
   tx = min(w, -(-(w + 1) // pw) + 1)
+  # The kernel's scan starts from -FLT_MAX and takes a cell only if it is
+  # greater: NaN, -inf and -FLT_MAX itself are never taken.
+  kind = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else np.float32
+  lowest = np.asarray(-np.finfo(np.float32).max, kind)
+  value = lax.stop_gradient(x).astype(kind)
+  key = jnp.where(value > lowest, value, np.asarray(-np.inf, kind))
+  # Bins read from sparse tables: a bin of up to 2**(i+1) rows is the union
+  # of two blocks of 2**i (they may overlap: a maximum is a maximum), so
+  # each bin is four lookups whatever its size. The tables hold a copy of
+  # the map per level; past _TABLE_BUDGET elements, each bin's cells are
+  # enumerated up to the bound instead.
+  levels_y = ty.bit_length() - 1
+  levels_x = tx.bit_length() - 1
+  tables = (levels_y + 1) * (levels_x + 1) * x.size <= _TABLE_BUDGET
+  if tables:
+    keys_table, index_table = _block_tables(key, levels_y, levels_x)
+
+  def search(b, y0, y1, x0, x1):
+    """The first maximum of each bin: ``(K, ph, pw, C)`` key, row, column."""
+    k = b.shape[0]
+    if tables:
+      iy = _level(jnp.maximum(y1 - y0, 1), levels_y)
+      ix = _level(jnp.maximum(x1 - x0, 1), levels_x)
+      # A longer bin (of a box past the map) keeps its first cells.
+      y1 = jnp.minimum(y1, y0 + (2 << iy))
+      x1 = jnp.minimum(x1, x0 + (2 << ix))
+      rows = jnp.clip(jnp.stack([y0, y1 - (1 << iy)], -1), 0, h - 1)
+      cols = jnp.clip(jnp.stack([x0, x1 - (1 << ix)], -1), 0, w - 1)
+      at = ((iy[:, :, None] * (levels_x + 1) + ix[:, None, :])[
+          :, :, :, None, None], b[:, None, None, None, None],
+            rows[:, :, None, :, None], cols[:, None, :, None, :])
+      # (K, ph, pw, 4, C): the four blocks' first maxima.
+      block_key = keys_table[at].reshape(k, ph, pw, 4, c)
+      block_index = index_table[at].reshape(k, ph, pw, 4, c)
+      best_key, best = block_key[:, :, :, 0], block_index[:, :, :, 0]
+      for q in range(1, 4):
+        best_key, best = _first_max(best_key, best, block_key[:, :, :, q],
+                                    block_index[:, :, :, q])
+      return best_key, best // w, best % w
+    # (K, ph, pw, ty * tx) cells in torchvision's scan order (rows outer).
+    row_cells = y0[..., None] + jnp.arange(ty)[None, None, :]
+    col_cells = x0[..., None] + jnp.arange(tx)[None, None, :]
+    valid = ((row_cells < y1[..., None])[:, :, None, :, None]
+             & (col_cells < x1[..., None])[:, None, :, None, :])
+    row_cells = jnp.clip(row_cells, 0, h - 1)
+    col_cells = jnp.clip(col_cells, 0, w - 1)
+    cells = key[b[:, None, None, None, None],
+                row_cells[:, :, None, :, None],
+                col_cells[:, None, :, None, :]]
+    cells = jnp.where(valid[..., None], cells, -np.inf).reshape(
+        k, ph, pw, ty * tx, c)
+    first = jnp.argmax(cells, axis=3)
+    best_key = jnp.max(cells, axis=3)
+    row = jnp.take_along_axis(row_cells[:, :, None, :, None],
+                              (first // tx)[:, :, :, None, :], axis=3)
+    col = jnp.take_along_axis(col_cells[:, None, :, :, None],
+                              (first % tx)[:, :, :, None, :], axis=3)
+    return best_key, row[:, :, :, 0], col[:, :, :, 0]
 
   def pool(boxes):
     boxes = lax.stop_gradient(boxes)
@@ -316,33 +434,19 @@ def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
     corner = _round(boxes[:, 1:].astype(acc) * scale)
     rw = jnp.maximum(corner[:, 2] - corner[:, 0] + 1, 1)
     rh = jnp.maximum(corner[:, 3] - corner[:, 1] + 1, 1)
-    rows, vy = _int_bins(corner[:, 1], rh, ph, ty, h, h)
-    cols, vx = _int_bins(corner[:, 0], rw, pw, tx, w, w)
-    k = boxes.shape[0]
-    # (K, ph, pw, ty * tx) cells in torchvision's scan order (rows outer),
-    # indexing (image, row, column) of the map itself (see _align).
-    shape = (k, ph, pw, ty, tx)
-    row = jnp.broadcast_to(rows[:, :, None, :, None], shape).reshape(
-        k, ph, pw, ty * tx)
-    col = jnp.broadcast_to(cols[:, None, :, None, :], shape).reshape(
-        k, ph, pw, ty * tx)
-    valid = (vy[:, :, None, :, None] & vx[:, None, :, None, :]).reshape(
-        k, ph, pw, ty * tx)
-    image = b[:, None, None, None]
-    values = x[image, row, col]
-    values = jnp.where(valid[..., None], values, -jnp.inf)
-    # The first of equal maxima, as the kernel's strict `>` scan.
-    first = jnp.argmax(lax.stop_gradient(values), axis=3)
-    at_row = jnp.take_along_axis(row[..., None], first[:, :, :, None, :],
-                                 axis=3)[:, :, :, 0]
-    at_col = jnp.take_along_axis(col[..., None], first[:, :, :, None, :],
-                                 axis=3)[:, :, :, 0]
-    empty = ~jnp.any(valid, axis=3)[..., None]
-    # Gathered again at the maximum, so the gradient reaches only it.
-    out = x[image, at_row, at_col, jnp.arange(c)[None, None, None, :]]
-    return jnp.where(empty, jnp.zeros((), x.dtype), out)
+    y0, y1 = _bin_ends(corner[:, 1], rh, ph, h)
+    x0, x1 = _bin_ends(corner[:, 0], rw, pw, w)
+    empty = (y1 <= y0)[:, :, None] | (x1 <= x0)[:, None, :]
+    best_key, row, col = search(b, y0, y1, x0, x1)
+    none = best_key == -np.inf  # Only NaN, -inf or -FLT_MAX in the bin.
+    # Read again at the maximum, so the gradient reaches only it.
+    out = x[b[:, None, None, None], jnp.where(none, 0, row),
+            jnp.where(none, 0, col), jnp.arange(c)[None, None, None, :]]
+    out = jnp.where(none, lowest.astype(x.dtype), out)
+    return jnp.where(empty[..., None], jnp.zeros((), x.dtype), out)
 
-  return _over_rois(pool, boxes, ph * pw * ty * tx * c)
+  per_roi = ph * pw * c * (4 if tables else ty * tx)
+  return _over_rois(pool, boxes, per_roi)
 
 
 def _avg_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
@@ -410,10 +514,15 @@ def roi_pool(x: ArrayLike, boxes: BoxesLike, output_size: Any,
   maximum of its bin, 0 for an empty bin. The gradient goes to the first
   maximum in row-major order, as torchvision's kernel.
 
-  Bins hold at most ``min(H, ceil((H + 1) / ph) + 1)`` rows and likewise
-  columns, exact for every box within the map (corners in ``[0, W]`` by
-  ``[0, H]`` after scaling); a bin of a larger box keeps only its first
-  rows and columns up to that bound.
+  Each bin is four lookups in sparse tables of the map's block maxima
+  (Bentley & Saxe), whatever its size: the work grows with the number of
+  boxes, not their area. The tables cover bins of up to ``2 ** (1 +
+  floor(log2(B)))`` rows, ``B = min(H, ceil((H + 1) / ph) + 1)``, and
+  likewise columns: exact for every box within the map (corners in ``[0,
+  W]`` by ``[0, H]`` after scaling); a bin of a larger box keeps only its
+  first rows and columns up to that bound. For a map whose tables would
+  hold more than 2**27 elements, each bin's first ``B`` rows and columns
+  are scanned instead.
 
   Shapes: ``x`` is ``(N, H, W, C)`` (``(N, C, H, W)`` with
   ``channels_first``); the output is ``(K, ph, pw, C)`` (``(K, C, ph,

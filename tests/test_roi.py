@@ -21,6 +21,7 @@ from hypothesis import given, settings, strategies as st
 
 import jaxpool
 import torchvision_cpu as tv
+from jaxpool import _roi
 
 N, C, H, W = 2, 3, 9, 11
 # Boxes within the map, partly and wholly outside it, degenerate (zero and
@@ -174,8 +175,19 @@ def test_roi_align_half_precision():
 # RoI pooling.
 
 
+@pytest.fixture(params=["tables", "scan"])
+def search(request, monkeypatch):
+  """roi_pool's two searches: sparse tables, or (over the budget) a scan of
+  each bin's cells."""
+  if request.param == "scan":
+    monkeypatch.setattr(_roi, "_TABLE_BUDGET", 0)
+  _jitted.cache_clear()
+  yield request.param
+  _jitted.cache_clear()
+
+
 @pytest.mark.parametrize("channels_first", [False, True])
-def test_roi_pool_matches_the_kernel(channels_first):
+def test_roi_pool_matches_the_kernel(channels_first, search):
   x = _map(5)
   boxes = np.concatenate([INSIDE, OUTSIDE])
   want, arg = tv.roi_pool(x, boxes, 3, 2, 0.8)
@@ -187,13 +199,34 @@ def test_roi_pool_matches_the_kernel(channels_first):
                              rtol=1e-6, atol=1e-6)
 
 
-def test_roi_pool_gradient_goes_to_the_first_maximum():
+def test_roi_pool_gradient_goes_to_the_first_maximum(search):
   x = np.zeros((1, 1, 4, 4), np.float32)  # Every cell ties.
   boxes = np.array([[0, 0.0, 0.0, 3.0, 3.0]], np.float32)
   dx = jax.grad(lambda x: jnp.sum(jaxpool.roi_pool(x, boxes, 2)))(_nhwc(x))
   want = np.zeros((4, 4), np.float32)
   want[0, 0] = want[0, 2] = want[2, 0] = want[2, 2] = 1
   np.testing.assert_array_equal(np.asarray(dx)[0, :, :, 0], want)
+
+
+def test_roi_pool_skips_nan_and_the_lowest_values_as_the_kernel(search):
+  # The kernel's scan starts at -FLT_MAX and takes a cell only if greater:
+  # NaN, -inf and -FLT_MAX are never the maximum, and a bin of only those
+  # is -FLT_MAX with no gradient.
+  x = _map(12)
+  lowest = -np.finfo(np.float32).max
+  x[0, 0, :3, :3] = np.nan
+  x[0, 1, :3, :3] = [[-np.inf, lowest, np.nan]] * 3
+  x[1, 2, 4:, 5:] = np.nan
+  x[1, 2, 5, 7] = 0.9
+  boxes = np.concatenate([INSIDE, OUTSIDE])
+  want, arg = tv.roi_pool(x, boxes, 3, 3, 1.0)
+  g = np.random.default_rng(13).standard_normal(want.shape).astype(
+      np.float32)
+  got, dx = _run("roi_pool", x, boxes, False, g, output_size=3)
+  np.testing.assert_array_equal(got, want)
+  assert np.any(want == lowest)
+  np.testing.assert_allclose(dx, tv.roi_pool_grad(x.shape, boxes, arg, g),
+                             rtol=1e-6, atol=1e-6)
 
 
 @settings(max_examples=8, deadline=None)
