@@ -360,6 +360,26 @@ def _level(length: jax.Array, levels: int) -> jax.Array:
              jnp.zeros_like(length))
 
 
+@jax.custom_jvp
+def _at_maximum(x: jax.Array, value: jax.Array, b: jax.Array, row: jax.Array,
+                col: jax.Array) -> jax.Array:
+  """``value``, the maximum of each bin found at ``(b, row, col)`` of ``x``
+  (per channel), with the derivative of reading ``x`` there: the gradient
+  reaches only that cell. The value itself is not read again."""
+  del x, b, row, col
+  return value
+
+
+@_at_maximum.defjvp
+def _at_maximum_jvp(primals, tangents):
+  x, value, b, row, col = primals
+  t = tangents[0]
+  channel = jnp.arange(x.shape[-1])[None, None, None, :]
+  # The primal through the rule again, so that higher orders see it.
+  return (_at_maximum(x, value, b, row, col),
+          t[b[:, None, None, None], row, col, channel])
+
+
 def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
                    scale: float) -> jax.Array:
   n, h, w, c = x.shape
@@ -439,13 +459,14 @@ def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
     empty = (y1 <= y0)[:, :, None] | (x1 <= x0)[:, None, :]
     best_key, row, col = search(b, y0, y1, x0, x1)
     none = best_key == -np.inf  # Only NaN, -inf or -FLT_MAX in the bin.
-    # Read again at the maximum, so the gradient reaches only it.
-    out = x[b[:, None, None, None], jnp.where(none, 0, row),
-            jnp.where(none, 0, col), jnp.arange(c)[None, None, None, :]]
+    out = _at_maximum(x, best_key.astype(x.dtype), b, jnp.where(none, 0, row),
+                      jnp.where(none, 0, col))
     out = jnp.where(none, lowest.astype(x.dtype), out)
     return jnp.where(empty[..., None], jnp.zeros((), x.dtype), out)
 
-  per_roi = ph * pw * c * (4 if tables else ty * tx)
+  # The table lookups are four per bin and short-lived: grouped as the
+  # output is, where a scan holds every cell of its bins.
+  per_roi = ph * pw * c * (1 if tables else ty * tx)
   return _over_rois(pool, boxes, per_roi)
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.test_util
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -197,6 +198,14 @@ def test_roi_pool_matches_the_kernel(channels_first, search):
   np.testing.assert_array_equal(got, want)
   np.testing.assert_allclose(dx, tv.roi_pool_grad(x.shape, boxes, arg, g),
                              rtol=1e-6, atol=1e-6)
+
+
+def test_roi_pool_derivatives_of_both_orders(search):
+  # Unique values a step of 1/594 apart, larger than eps: no maximum moves.
+  x = jnp.asarray(np.moveaxis(_map(14), 1, -1))
+  boxes = np.concatenate([INSIDE, OUTSIDE])
+  jax.test_util.check_grads(lambda x: jaxpool.roi_pool(x, boxes, 3), (x,),
+                            order=2, modes=["fwd", "rev"], eps=1e-4)
 
 
 def test_roi_pool_gradient_goes_to_the_first_maximum(search):
