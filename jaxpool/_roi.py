@@ -339,9 +339,13 @@ def _block_tables(key: jax.Array, levels_y: int, levels_x: int):
   row_key, row_index = key, index
   for i in range(levels_y + 1):
     if i:
-      row_key, row_index = _first_max(
-          row_key, row_index, _shifted(row_key, 1 << (i - 1), 1, -np.inf),
-          _shifted(row_index, 1 << (i - 1), 1, never))
+      # The lower block's cells all follow the upper's in row-major order:
+      # on a tie the upper block's is first.
+      lower_key = _shifted(row_key, 1 << (i - 1), 1, -np.inf)
+      lower = lower_key > row_key
+      row_key = jnp.where(lower, lower_key, row_key)
+      row_index = jnp.where(
+          lower, _shifted(row_index, 1 << (i - 1), 1, never), row_index)
     block_key, block_index = row_key, row_index
     for j in range(levels_x + 1):
       if j:
@@ -402,7 +406,10 @@ def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
   # enumerated up to the bound instead.
   levels_y = ty.bit_length() - 1
   levels_x = tx.bit_length() - 1
-  tables = (levels_y + 1) * (levels_x + 1) * x.size <= _TABLE_BUDGET
+  # Per image where the batch is symbolic (jax.export).
+  images = 1 if is_symbolic(n) else n
+  tables = ((levels_y + 1) * (levels_x + 1) * images * h * w * c
+            <= _TABLE_BUDGET)
   if tables:
     keys_table, index_table = _block_tables(key, levels_y, levels_x)
 
@@ -541,9 +548,9 @@ def roi_pool(x: ArrayLike, boxes: BoxesLike, output_size: Any,
   floor(log2(B)))`` rows, ``B = min(H, ceil((H + 1) / ph) + 1)``, and
   likewise columns: exact for every box within the map (corners in ``[0,
   W]`` by ``[0, H]`` after scaling); a bin of a larger box keeps only its
-  first rows and columns up to that bound. For a map whose tables would
-  hold more than 2**27 elements, each bin's first ``B`` rows and columns
-  are scanned instead.
+  first rows and columns up to that bound. For maps whose tables would
+  hold more than 2**27 elements (one image's, with a symbolic batch), each
+  bin's first ``B`` rows and columns are scanned instead.
 
   Shapes: ``x`` is ``(N, H, W, C)`` (``(N, C, H, W)`` with
   ``channels_first``); the output is ``(K, ph, pw, C)`` (``(K, C, ph,

@@ -21,7 +21,7 @@ from absl.testing import parameterized
 
 import jaxpool
 from jaxpool import equinox as jpe
-from test_linen import (FUNCTIONS, PAIRED, assert_docstring_examples_pass,
+from test_linen import (FUNCTIONS, PAIRED, assert_every_module_has_an_example,
                         assert_same_computation,
                         assert_takes_the_function_keywords, cross_entropy,
                         function_of, named_cases, pools_by_functions, random)
@@ -237,8 +237,8 @@ def test_a_class_without_a_field_list_is_refused():
     type("Orphan", (jpe._Pool,), {})  # pylint: disable=protected-access
 
 
-def test_docstring_examples():
-  assert_docstring_examples_pass(jpe, eqx=eqx, jax=jax)
+def test_every_module_has_an_example():
+  assert_every_module_has_an_example(jpe)
 
 
 def test_max_pool_with_indices_and_unpool_modules():

@@ -19,7 +19,7 @@ from absl.testing import parameterized
 
 import jaxpool
 from jaxpool import nnx as jpn
-from test_linen import (FUNCTIONS, PAIRED, assert_docstring_examples_pass,
+from test_linen import (FUNCTIONS, PAIRED, assert_every_module_has_an_example,
                          assert_same_computation,
                          assert_takes_the_function_keywords, cross_entropy,
                          function_of, named_cases, pools_by_functions, random)
@@ -173,8 +173,8 @@ def test_bad_argument_raises_from_the_function():
     jpn.MaxPool((0, 2))(random((1, 4, 4, 1)))
 
 
-def test_docstring_examples():
-  assert_docstring_examples_pass(jpn, nnx=nnx)
+def test_every_module_has_an_example():
+  assert_every_module_has_an_example(jpn)
 
 
 def test_max_pool_with_indices_and_unpool_modules():
