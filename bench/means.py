@@ -29,6 +29,7 @@ if __name__ == "__main__":
 # pylint: disable=g-import-not-at-top,wrong-import-position
 import argparse
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -41,18 +42,11 @@ import jaxpool
 
 
 def _timm_layers():
-  import torch
-  try:
-    import timm.layers
-  except RuntimeError:
-    # torchvision's CUDA wheel beside a CPU torch: define the ops its
-    # import registers fake kernels for.
-    lib = torch.library.Library("torchvision", "DEF")
-    for op in ("nms", "qnms"):
-      lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) "
-                 "-> Tensor")
-    _timm_layers.lib = lib
-    import timm.layers
+  # timm imports torchvision: tests/torchvision_cpu.py makes it importable
+  # beside the CPU build of torch.
+  sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests"))
+  import torchvision_cpu  # noqa: F401  pylint: disable=unused-import
+  import timm.layers
   return timm.layers
 
 

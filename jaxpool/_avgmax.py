@@ -102,16 +102,7 @@ def mixed_pool(x: ArrayLike, a: ArrayLike = 0.5, *,
       channel (traced values are not checked). With ``key``: the
       probability of max pooling.
     key: a ``jax.random`` key: choose max or average at random per map.
-    window_shape: ``None`` (global pooling) or the window's size along each
-      spatial dim.
-    strides: windowed only: an int or one per spatial dim; default: the
-      window.
-    padding: windowed only: ``"VALID"``, ``"SAME"``, an int, ints, or
-      ``(low, high)`` pairs.
-    keepdims: global only: keep the spatial dims, of size 1.
-    spatial_dims: global only: the number of spatial dims; default
-      ``x.ndim - 2``.
-    channels_first: the layout is ``(*batch, C, *spatial)``.
+    {global_or_windowed_args}
 
   Returns:
     the pooled array, of ``x``'s dtype (the default float for integers).
@@ -213,16 +204,7 @@ def gated_pool(x: ArrayLike, gate: ArrayLike, *,
       global pooling), or that with the channels where ``x`` has them:
       ``(*window_shape, C)``, or ``(C, *window_shape)`` with
       ``channels_first``.
-    window_shape: ``None`` (global pooling) or the window's size along each
-      spatial dim.
-    strides: windowed only: an int or one per spatial dim; default: the
-      window.
-    padding: windowed only: ``"VALID"``, ``"SAME"``, an int, ints, or
-      ``(low, high)`` pairs.
-    keepdims: global only: keep the spatial dims, of size 1.
-    spatial_dims: global only: the number of spatial dims; default
-      ``x.ndim - 2``.
-    channels_first: the layout is ``(*batch, C, *spatial)``.
+    {global_or_windowed_args}
 
   Returns:
     the pooled array, of ``x``'s dtype (the default float for integers).

@@ -154,9 +154,24 @@ _GLOBAL_OR_WINDOWED_DOC = """Shapes: with ``window_shape=None`` the pooling is g
   the input."""
 
 
+_GLOBAL_OR_WINDOWED_ARGS = """window_shape: ``None`` (global pooling) or the window's size along each
+      spatial dim.
+    strides: windowed only: an int or one per spatial dim; default: the
+      window.
+    padding: windowed only: ``"VALID"``, ``"SAME"``, an int, ints, or
+      ``(low, high)`` pairs.
+    keepdims: global only: keep the spatial dims, of size 1.
+    spatial_dims: global only: the number of spatial dims; default
+      ``x.ndim - 2``.
+    channels_first: the layout is ``(*batch, C, *spatial)``."""
+
+
 def _documented(fn):
-  fn.__doc__ = fn.__doc__.replace("{global_or_windowed}",
-                                  _GLOBAL_OR_WINDOWED_DOC)
+  """:func:`documented`, and the shape rule and arguments shared by the
+  poolings that are global or windowed."""
+  fn.__doc__ = fn.__doc__.replace(
+      "{global_or_windowed}", _GLOBAL_OR_WINDOWED_DOC).replace(
+          "{global_or_windowed_args}", _GLOBAL_OR_WINDOWED_ARGS)
   return documented(fn)
 
 
@@ -267,16 +282,7 @@ def gem_pool(x: ArrayLike, p: ArrayLike = 3.0, eps: float = 1e-6, *,
     p: the power: a scalar or one per channel, finite and positive (traced
       values are not checked).
     eps: the clamp's lower bound, positive.
-    window_shape: ``None`` (global pooling) or the window's size along each
-      spatial dim.
-    strides: windowed only: an int or one per spatial dim; default: the
-      window.
-    padding: windowed only: ``"VALID"``, ``"SAME"``, an int, ints, or
-      ``(low, high)`` pairs.
-    keepdims: global only: keep the spatial dims, of size 1.
-    spatial_dims: global only: the number of spatial dims; default
-      ``x.ndim - 2``.
-    channels_first: the layout is ``(*batch, C, *spatial)``.
+    {global_or_windowed_args}
 
   Returns:
     the pooled array, of ``x``'s dtype (the default float for integers).
@@ -379,16 +385,7 @@ def soft_pool(x: ArrayLike, *, window_shape: Shape | None = None,
 
   Args:
     x: the input.
-    window_shape: ``None`` (global pooling) or the window's size along each
-      spatial dim.
-    strides: windowed only: an int or one per spatial dim; default: the
-      window.
-    padding: windowed only: ``"VALID"``, ``"SAME"``, an int, ints, or
-      ``(low, high)`` pairs.
-    keepdims: global only: keep the spatial dims, of size 1.
-    spatial_dims: global only: the number of spatial dims; default
-      ``x.ndim - 2``.
-    channels_first: the layout is ``(*batch, C, *spatial)``.
+    {global_or_windowed_args}
 
   Returns:
     the pooled array, of ``x``'s dtype (the default float for integers).
@@ -456,16 +453,7 @@ def lse_pool(x: ArrayLike, r: ArrayLike = 1.0, *,
     x: the input.
     r: the sharpness: a scalar or one per channel, finite and positive
       (traced values are not checked).
-    window_shape: ``None`` (global pooling) or the window's size along each
-      spatial dim.
-    strides: windowed only: an int or one per spatial dim; default: the
-      window.
-    padding: windowed only: ``"VALID"``, ``"SAME"``, an int, ints, or
-      ``(low, high)`` pairs.
-    keepdims: global only: keep the spatial dims, of size 1.
-    spatial_dims: global only: the number of spatial dims; default
-      ``x.ndim - 2``.
-    channels_first: the layout is ``(*batch, C, *spatial)``.
+    {global_or_windowed_args}
 
   Returns:
     the pooled array, of ``x``'s dtype (the default float for integers).

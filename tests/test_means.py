@@ -27,17 +27,10 @@ from test_adaptive import torch_vjp, unique_input
 
 
 def _import_timm():
-  try:
-    import timm.layers  # pylint: disable=g-import-not-at-top
-  except RuntimeError:
-    # torchvision's CUDA wheel beside the CPU torch: define the two ops its
-    # import registers fake kernels for (see the notes on torchvision).
-    lib = torch.library.Library("torchvision", "DEF")
-    for op in ("nms", "qnms"):
-      lib.define(f"{op}(Tensor dets, Tensor scores, float iou_threshold) "
-                 "-> Tensor")
-    _import_timm.lib = lib
-    import timm.layers  # pylint: disable=g-import-not-at-top
+  # timm imports torchvision: torchvision_cpu makes it importable beside the
+  # CPU build of torch.
+  import torchvision_cpu  # noqa: F401  pylint: disable=g-import-not-at-top,unused-import
+  import timm.layers  # pylint: disable=g-import-not-at-top
   return timm.layers
 
 

@@ -131,9 +131,9 @@ def test_every_function_exports_for_every_platform(name):
     # The multi-platform artifact runs here, on its CPU branch.
     np.testing.assert_allclose(exp.call(x), jax.jit(f)(x), rtol=1e-6,
                                atol=1e-7)
-    for platform in PLATFORMS:
-      text = _exported_text(f, x, (platform,))
-      assert "select_and_scatter" not in text, (name, platform)
+    # The artifact holds every platform's branch: none takes XLA's
+    # select-and-scatter derivative.
+    assert "select_and_scatter" not in exp.mlir_module(), name
 
 
 @pytest.mark.parametrize("platform,has_reduce_window", [
