@@ -2,11 +2,13 @@
 
 Reads ``pyproject.toml``: the dependencies and the extras named on the
 command line (default ``equinox``). ``.ci/run`` installs exactly these
-versions into a second virtual environment to prove that the floors are true.
+versions into a second virtual environment to prove that the floors are true;
+``--check`` then asserts that the running Python imports exactly them.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import pathlib
 import re
 import sys
@@ -31,5 +33,21 @@ def floors(extras: list[str]) -> list[str]:
   return pins
 
 
+def check(pins: list[str]) -> None:
+  """Exits with a message unless every ``name==version`` is installed."""
+  for pin in pins:
+    name, floor = pin.split("==")
+    found = importlib.metadata.version(name)
+    print(f"{name} {found}")
+    if found != floor:
+      raise SystemExit(f"{name} {found} is installed, not its floor {floor}")
+
+
 if __name__ == "__main__":
-  print("\n".join(floors(sys.argv[1:] or ["equinox"])))
+  arguments = sys.argv[1:]
+  checking = "--check" in arguments
+  pins = floors([a for a in arguments if a != "--check"] or ["equinox"])
+  if checking:
+    check(pins)
+  else:
+    print("\n".join(pins))

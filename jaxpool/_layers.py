@@ -33,17 +33,10 @@ def _frozen(value: Any) -> Any:
   return value
 
 
-#: Arguments that vary from call to call, so a module takes them at its call
-#: (``module(x, mask=mask)``), never as fields.
-CALL_ARGUMENTS = ("mask",)
-
-
 @functools.cache
 def keyword_names(function: Callable[..., Any]) -> tuple[str, ...]:
-  """The names of ``function``'s arguments after its first, ``x``, less the
-  :data:`CALL_ARGUMENTS`."""
-  names = tuple(inspect.signature(function).parameters)[1:]
-  return tuple(name for name in names if name not in CALL_ARGUMENTS)
+  """The names of ``function``'s arguments after its first, ``x``."""
+  return tuple(inspect.signature(function).parameters)[1:]
 
 
 @dataclasses.dataclass(eq=False, repr=False)
@@ -54,14 +47,15 @@ class Layer:
   """
 
   function: ClassVar[Callable[..., Any]]
-  #: Keywords of the function given at each call, not fields: a PRNG key,
-  #: which each framework draws its own way.
-  call_arguments: ClassVar[tuple[str, ...]] = ()
+  #: Keywords of the function given at each call, never fields, because
+  #: they change from call to call: a mask, a PRNG key (which each framework
+  #: draws its own way), and what a subclass adds (boxes, samples).
+  call_arguments: ClassVar[tuple[str, ...]] = ("mask", "key")
 
   @classmethod
   def config_names(cls) -> tuple[str, ...]:
     """The function's keywords that are fields of this layer: all but the
-    ones a call supplies (:attr:`call_arguments`, such as a key)."""
+    ones a call supplies (:attr:`call_arguments`)."""
     return tuple(name for name in keyword_names(cls.function)
                  if name not in cls.call_arguments)
 
@@ -77,8 +71,8 @@ class Layer:
 
   def _pool(self, x: jax.typing.ArrayLike, **call: Any) -> jax.Array:
     """One call of :attr:`function` with these fields as its arguments;
-    ``call`` adds the call's own (a key, or the :data:`CALL_ARGUMENTS`) and
-    overrides fields."""
+    ``call`` adds the call's own (:attr:`call_arguments`) and overrides
+    fields."""
     return self.function(
         x, **{**{name: getattr(self, name) for name in self.config_names()},
               **call})
@@ -314,7 +308,7 @@ class FractionalMaxPool(Layer):
   ``samples``) comes with each call."""
 
   function = staticmethod(jaxpool.fractional_max_pool)
-  call_arguments = ("key", "samples")
+  call_arguments = (*Layer.call_arguments, "samples")
   window_shape: IntOrSequence
   output_size: IntOrSequence | None = None
   _: dataclasses.KW_ONLY
@@ -329,7 +323,6 @@ class StochasticPool(Layer):
   each call, and ``deterministic`` may be overridden there."""
 
   function = staticmethod(jaxpool.stochastic_pool)
-  call_arguments = ("key",)
   window_shape: IntOrSequence
   strides: IntOrSequence | None = None
   padding: PaddingLike = "VALID"
@@ -393,7 +386,7 @@ class AdaptiveCatAvgMaxPool(AdaptiveAvgMaxPool):
 class Learned(Layer):
   """A pooling whose argument :attr:`learned` is a learned parameter.
 
-  The function's other keywords (but ``key``) are fields, as in
+  The function's other keywords are fields, as in
   :class:`Layer`; a subclass adds the fields that shape and initialise the
   parameter, and :meth:`initial` makes it.
   """
@@ -403,7 +396,7 @@ class Learned(Layer):
   @classmethod
   def config_names(cls) -> tuple[str, ...]:
     return tuple(name for name in super().config_names()
-                 if name not in (cls.learned, "key"))
+                 if name != cls.learned)
 
   def initial(self) -> jax.Array:
     """The parameter's initial value, float32."""
@@ -494,7 +487,7 @@ class RoIPool(Layer):
   """The arguments of :func:`jaxpool.roi_pool` after ``x`` and ``boxes``."""
 
   function = staticmethod(jaxpool.roi_pool)
-  call_arguments = ("boxes",)
+  call_arguments = (*Layer.call_arguments, "boxes")
   output_size: IntOrSequence
   spatial_scale: float = 1.0
   _: dataclasses.KW_ONLY
@@ -506,7 +499,7 @@ class RoIAlign(Layer):
   """The arguments of :func:`jaxpool.roi_align` after ``x`` and ``boxes``."""
 
   function = staticmethod(jaxpool.roi_align)
-  call_arguments = ("boxes",)
+  call_arguments = (*Layer.call_arguments, "boxes")
   output_size: IntOrSequence
   spatial_scale: float = 1.0
   sampling_ratio: int = -1
@@ -528,7 +521,7 @@ class PSRoIAlign(Layer):
   ``boxes``."""
 
   function = staticmethod(jaxpool.ps_roi_align)
-  call_arguments = ("boxes",)
+  call_arguments = (*Layer.call_arguments, "boxes")
   output_size: IntOrSequence
   spatial_scale: float = 1.0
   sampling_ratio: int = -1
@@ -542,7 +535,7 @@ class MultiScaleRoIAlign(Layer):
   ``features``, ``boxes`` and ``image_shapes`` (given at each call)."""
 
   function = staticmethod(jaxpool.multi_scale_roi_align)
-  call_arguments = ("boxes", "image_shapes")
+  call_arguments = (*Layer.call_arguments, "boxes", "image_shapes")
   output_size: IntOrSequence
   sampling_ratio: int = -1
   _: dataclasses.KW_ONLY

@@ -1113,38 +1113,54 @@ def _extremum(x: jax.Array, spec: WindowSpec, op: str, forward: Lowering,
   return _forward(x, spec, op, forward)
 
 
+def _choose(x: jax.Array, spec: WindowSpec, op: str,
+            derivative: Lowering) -> tuple[jax.Array, jax.Array]:
+  """The max/min of each window and ``derivative``'s record of the element
+  it took, for :func:`_chosen`."""
+  if derivative is Lowering.COMPACT:
+    return _compact_selection(x, spec, op)
+  if derivative is Lowering.TAPS:
+    return _reference_selection(x, spec, op)
+  if derivative is Lowering.RESHAPE:
+    return _blocks_selection(x, spec, op)
+  return _slices_selection(x, spec, op)
+
+
+def _chosen(t: jax.Array, spec: WindowSpec, derivative: Lowering,
+            choice: jax.Array) -> jax.Array:
+  """The tangent ``t`` at the element each window took (:func:`_choose`)."""
+  if derivative is Lowering.COMPACT:
+    return _gather_positions(t, spec, choice)
+  if derivative is Lowering.TAPS:
+    return _select_taps(taps(pad(t, spec, 0), spec), choice)
+  if derivative is Lowering.RESHAPE:
+    return _select_blocks(t, spec, choice)
+  if _spread_ok(spec) and getattr(_state, "spread", True):
+    # Stride 1 (chains of pools: SPPF, YOLO's SPP): a gradient of one loop.
+    return _selected_tangent(t, spec, choice)
+  return _select_taps(_tangent_taps(t, spec), choice)
+
+
 @_extremum.defjvp
 def _extremum_jvp(spec, op, forward, derivative, primals, tangents):
   del forward  # The selection gives the values too.
   (x,), (t,) = primals, tangents
-  compute = _compute_dtype(x.dtype)
-  if compute != x.dtype:
-    # Half precision converted once, whole: the selection and the gradient's
-    # loop then run in float32 (XLA:CPU's bfloat16 loops are 3-15x slower;
-    # per tap, the conversions are repeated in every loop). Exact: the
-    # result is one of the inputs.
-    y, t_out = _extremum_jvp(spec, op, None, derivative,
-                             (x.astype(compute),), (t.astype(compute),))
-    return y.astype(x.dtype), t_out.astype(t.dtype)
   if not valid_derivative(derivative, spec):
     derivative = Lowering.TAPS  # A separable stage too wide for slices.
   derivative = bounded(derivative, spec, op)
-  if derivative is Lowering.COMPACT:
-    y, position = _compact_selection(x, spec, op)
-    return y, _gather_positions(t, spec, position)
-  if derivative is Lowering.TAPS:
-    y, index = _reference_selection(x, spec, op)
-    return y, _select_taps(taps(pad(t, spec, 0), spec), index)
-  if derivative is Lowering.RESHAPE:
-    y, index = _blocks_selection(x, spec, op)
-    return y, _select_blocks(t, spec, index)
-  y, index = _slices_selection(x, spec, op)
-  if _spread_ok(spec) and getattr(_state, "spread", True):
-    # Stride 1 (chains of pools: SPPF, YOLO's SPP): a gradient of one loop.
-    return y.astype(x.dtype), _selected_tangent(t, spec, index).astype(
+  compute = _compute_dtype(x.dtype)
+  if compute == x.dtype:
+    y, choice = _choose(x, spec, op, derivative)
+    return y.astype(x.dtype), _chosen(t, spec, derivative, choice).astype(
         t.dtype)
-  return y.astype(x.dtype), _select_taps(_tangent_taps(t, spec),
-                                         index).astype(t.dtype)
+  # Half precision converted once, whole: the selection and the gradient's
+  # loop then run in float32 (exact: the result is one of the inputs; sums
+  # of overlapping windows' cotangents are rounded once). XLA:CPU's
+  # bfloat16 loops are 3-15x slower, and per tap the conversions would be
+  # repeated in every loop.
+  y, choice = _choose(x.astype(compute), spec, op, derivative)
+  return y.astype(x.dtype), _chosen(t.astype(compute), spec, derivative,
+                                    choice).astype(t.dtype)
 
 
 # ---------------------------------------------------------------------------

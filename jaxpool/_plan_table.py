@@ -84,6 +84,10 @@ DEFAULT_PARAMETERS: dict[str, int] = {
     # Running maxima of bins up to this long take their taps one by one;
     # longer ones (all, by default) are one reduce_window.
     "adaptive_sliced": 0,
+    # roi_pool reads bins from sparse tables of block maxima (a copy of the
+    # map per level) while they hold at most 2**this elements, and scans
+    # each bin's cells past it.
+    "roi_table_log2": 27,
 }
 
 _TAP_BOUNDS = ((4, "1-4"), (16, "5-16"), (64, "17-64"))

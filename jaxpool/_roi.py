@@ -18,6 +18,7 @@ that lies within the map; see each function for what happens past them.
 
 from __future__ import annotations
 
+import functools
 import math
 import numbers
 from collections.abc import Sequence
@@ -29,6 +30,7 @@ import numpy as np
 from jax import lax
 from jax.typing import ArrayLike
 
+from jaxpool import _lowering, _plan_table
 from jaxpool._pooling import accumulation_dtype
 from jaxpool._sharding import partitioned
 from jaxpool._spec import int_tuple, is_symbolic
@@ -40,9 +42,6 @@ BoxesLike = Union[ArrayLike, Sequence[ArrayLike]]
 # Gathers hold at most this many elements at once; more RoIs are pooled in
 # groups under lax.map.
 _GATHER_BUDGET = 1 << 24
-# roi_pool's sparse tables hold at most this many elements (a copy of the
-# map per level); a larger map enumerates each bin's cells instead.
-_TABLE_BUDGET = 1 << 27
 
 
 # ---------------------------------------------------------------------------
@@ -388,28 +387,47 @@ def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
                    scale: float) -> jax.Array:
   n, h, w, c = x.shape
   ph, pw = out_hw
-  acc, _ = accumulation_dtype(x.dtype)
   # Exact for every box within the map: rounded corners in [0, h] make a
   # RoI of at most h + 1 cells, so a bin spans at most ceil((h+1)/ph) + 1.
   ty = min(h, -(-(h + 1) // ph) + 1)
   tx = min(w, -(-(w + 1) // pw) + 1)
+  # Bins read from sparse tables: a bin of up to 2**(i+1) rows is the union
+  # of two blocks of 2**i (they may overlap: a maximum is a maximum), so
+  # each bin is four lookups whatever its size. The tables hold a copy of
+  # the map per level; past the plan's "roi_table_log2", each bin's cells
+  # are enumerated up to the bound instead.
+  levels_y = ty.bit_length() - 1
+  levels_x = tx.bit_length() - 1
+  # Per image where the batch is symbolic (jax.export).
+  images = 1 if is_symbolic(n) else n
+  elements = (levels_y + 1) * (levels_x + 1) * images * h * w * c
+
+  def tuned(platform):
+    return elements <= 1 << _plan_table.parameters(platform)["roi_table_log2"]
+
+  return _lowering.per_platform(
+      tuned, lambda tables: functools.partial(
+          _max_pool_search, out_hw=out_hw, scale=scale, bounds=(ty, tx),
+          tables=tables), x, boxes)
+
+
+def _max_pool_search(x: jax.Array, boxes: jax.Array, *,
+                     out_hw: tuple[int, int], scale: float,
+                     bounds: tuple[int, int], tables: bool) -> jax.Array:
+  """:func:`_max_pool_bins` with bins of at most ``bounds`` cells, read
+  from sparse tables or (not ``tables``) by a scan of their cells."""
+  _, h, w, c = x.shape
+  ph, pw = out_hw
+  ty, tx = bounds
+  acc, _ = accumulation_dtype(x.dtype)
+  levels_y = ty.bit_length() - 1
+  levels_x = tx.bit_length() - 1
   # The kernel's scan starts from -FLT_MAX and takes a cell only if it is
   # greater: NaN, -inf and -FLT_MAX itself are never taken.
   kind = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else np.float32
   lowest = np.asarray(-np.finfo(np.float32).max, kind)
   value = lax.stop_gradient(x).astype(kind)
   key = jnp.where(value > lowest, value, np.asarray(-np.inf, kind))
-  # Bins read from sparse tables: a bin of up to 2**(i+1) rows is the union
-  # of two blocks of 2**i (they may overlap: a maximum is a maximum), so
-  # each bin is four lookups whatever its size. The tables hold a copy of
-  # the map per level; past _TABLE_BUDGET elements, each bin's cells are
-  # enumerated up to the bound instead.
-  levels_y = ty.bit_length() - 1
-  levels_x = tx.bit_length() - 1
-  # Per image where the batch is symbolic (jax.export).
-  images = 1 if is_symbolic(n) else n
-  tables = ((levels_y + 1) * (levels_x + 1) * images * h * w * c
-            <= _TABLE_BUDGET)
   if tables:
     keys_table, index_table = _block_tables(key, levels_y, levels_x)
 

@@ -12,6 +12,10 @@ channels-last layout with any number of batch dims.
 
 Requires Equinox: ``pip install jaxpool[equinox]``.
 
+A module here takes the fields and calls of :mod:`jaxpool.nnx`'s module of
+the same name, so unless it says otherwise it takes that module's docstring
+(its example importing from here), written once, there.
+
 Example:
   >>> import equinox as eqx
   >>> import jax
@@ -37,8 +41,17 @@ import equinox as eqx
 import jax
 from jax.typing import ArrayLike
 
-from jaxpool import _layers
+from jaxpool import _layers, nnx
 from jaxpool._typing import IntOrSequence
+
+
+def _from_nnx(name: str) -> str:
+  """The docstring of ``jaxpool.nnx``'s module ``name``, for Equinox."""
+  doc = getattr(nnx, name).__doc__
+  if doc is None:
+    raise TypeError(f"jaxpool.nnx.{name} has no docstring to share")
+  return doc.replace("jaxpool.nnx", "jaxpool.equinox").replace(
+      "NNX", "Equinox")
 
 
 class _Pool(eqx.Module):
@@ -60,6 +73,8 @@ class _Pool(eqx.Module):
       return  # A base for modules, itself without a field list.
     if not layers:
       raise TypeError(f"{cls.__name__} must also derive from a _layers class")
+    if cls.__dict__.get("__doc__") is None:
+      cls.__doc__ = _from_nnx(cls.__name__)
     own = dict(cls.__dict__.get("__annotations__", {}))
     annotations = {}
     for field in dataclasses.fields(layers[0]):
@@ -117,69 +132,27 @@ class _LearnedPool(_Pool):
 
 
 class MaxPool(_MaskedCall, _Pool, _layers.MaxPool):
-  """Max pooling, :func:`jaxpool.max_pool`, as an Equinox module.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import MaxPool
-    >>> MaxPool((2, 2))(jnp.ones((8, 32, 32, 3))).shape
-    (8, 16, 16, 3)
-  """
+  pass
 
 
 class MinPool(_Pool, _layers.MinPool):
-  """Min pooling, :func:`jaxpool.min_pool`, as an Equinox module.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import MinPool
-    >>> MinPool((3, 3), 2, 1)(jnp.ones((8, 32, 32, 3))).shape
-    (8, 16, 16, 3)
-  """
+  pass
 
 
 class AvgPool(_MaskedCall, _Pool, _layers.AvgPool):
-  """Average pooling, :func:`jaxpool.avg_pool`, as an Equinox module.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import AvgPool
-    >>> AvgPool((3, 3), 2, 1)(jnp.ones((8, 32, 32, 3))).shape
-    (8, 16, 16, 3)
-  """
+  pass
 
 
 class LPPool(_Pool, _layers.LPPool):
-  """Power-average pooling, :func:`jaxpool.lp_pool`, as an Equinox module.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import LPPool
-    >>> LPPool(2.0, (2, 2))(jnp.ones((8, 32, 32, 3))).shape
-    (8, 16, 16, 3)
-  """
+  pass
 
 
 class AdaptiveAvgPool(_MaskedCall, _Pool, _layers.AdaptiveAvgPool):
-  """Adaptive average pooling, :func:`jaxpool.adaptive_avg_pool`, in Equinox.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import AdaptiveAvgPool
-    >>> AdaptiveAvgPool((7, 7))(jnp.ones((8, 13, 13, 64))).shape
-    (8, 7, 7, 64)
-  """
+  pass
 
 
 class AdaptiveMaxPool(_MaskedCall, _Pool, _layers.AdaptiveMaxPool):
-  """Adaptive max pooling, :func:`jaxpool.adaptive_max_pool`, in Equinox.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import AdaptiveMaxPool
-    >>> AdaptiveMaxPool((7, 7))(jnp.ones((8, 13, 13, 64))).shape
-    (8, 7, 7, 64)
-  """
+  pass
 
 
 class GlobalAvgPool(_MaskedCall, _Pool, _layers.GlobalAvgPool):
@@ -205,61 +178,19 @@ class GlobalMaxPool(_MaskedCall, _Pool, _layers.GlobalMaxPool):
 
 
 class SpatialPyramidPool(_Pool, _layers.SpatialPyramidPool):
-  """Spatial pyramid pooling, :func:`jaxpool.spatial_pyramid_pool`, in Equinox.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import SpatialPyramidPool
-    >>> SpatialPyramidPool()(jnp.ones((8, 16, 16, 64))).shape
-    (8, 1344)
-
-  References:
-    He et al. 2014, "Spatial Pyramid Pooling in Deep Convolutional Networks
-    for Visual Recognition".
-  """
+  pass
 
 
 class SppYolo(_Pool, _layers.SppYolo):
-  """YOLO's spatial pyramid pooling, :func:`jaxpool.spp_yolo`, in Equinox.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import SppYolo
-    >>> SppYolo((5, 9, 13))(jnp.ones((8, 20, 20, 64))).shape
-    (8, 20, 20, 256)
-
-  References:
-    He et al. 2014 (SPPNet), in YOLOv3-SPP's stride-1 form.
-  """
+  pass
 
 
 class SPPF(_Pool, _layers.SPPF):
-  """YOLOv5's fast SPP, :func:`jaxpool.sppf`, as an Equinox module.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import SPPF
-    >>> SPPF(5, 3)(jnp.ones((8, 20, 20, 64))).shape
-    (8, 20, 20, 256)
-
-  References:
-    Jocher et al., YOLOv5 (2020), ``models/common.py: SPPF``.
-  """
+  pass
 
 
 class MaxPoolWithIndices(_Pool, _layers.MaxPoolWithIndices):
-  """:func:`jaxpool.max_pool_with_indices` as an Equinox module.
-
-  Calling it returns ``(values, indices)``, as PyTorch's
-  ``MaxPool2d(..., return_indices=True)``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import MaxPoolWithIndices
-    >>> y, i = MaxPoolWithIndices((2, 2))(jnp.ones((8, 32, 32, 3)))
-    >>> y.shape, i.dtype
-    ((8, 16, 16, 3), dtype('int32'))
-  """
+  pass
 
 
 class MaxUnpool(eqx.Module, _layers.MaxUnpool):
@@ -296,18 +227,7 @@ class MaxUnpool(eqx.Module, _layers.MaxUnpool):
 
 
 class AdaptiveMaxPoolWithIndices(_Pool, _layers.AdaptiveMaxPoolWithIndices):
-  """:func:`jaxpool.adaptive_max_pool_with_indices` as an Equinox module.
-
-  It returns ``(values, indices)``, the indices ready for
-  :func:`jaxpool.max_unpool`.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import AdaptiveMaxPoolWithIndices
-    >>> y, i = AdaptiveMaxPoolWithIndices((7, 7))(jnp.ones((8, 13, 13, 64)))
-    >>> i.shape
-    (8, 7, 7, 64)
-  """
+  pass
 
 
 class Flatten(_Pool, _layers.Flatten):
@@ -323,46 +243,15 @@ class Flatten(_Pool, _layers.Flatten):
 
 
 class BlurPool(_Pool, _layers.BlurPool):
-  """Blur pooling, :func:`jaxpool.blur_pool`, as an Equinox module.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import BlurPool
-    >>> BlurPool(4, 2)(jnp.ones((8, 32, 32, 3))).shape
-    (8, 16, 16, 3)
-
-  References:
-    Zhang 2019, "Making Convolutional Networks Shift-Invariant Again".
-  """
+  pass
 
 
 class MaxBlurPool(_Pool, _layers.MaxBlurPool):
-  """Max-blur pooling, :func:`jaxpool.max_blur_pool`, as an Equinox module.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import MaxBlurPool
-    >>> MaxBlurPool(4, 2)(jnp.ones((8, 32, 32, 3))).shape
-    (8, 16, 16, 3)
-
-  References:
-    Zhang 2019, "Making Convolutional Networks Shift-Invariant Again".
-  """
+  pass
 
 
 class ApsPool(_Pool, _layers.ApsPool):
-  """Adaptive polyphase sampling, :func:`jaxpool.aps_pool`, in Equinox.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import ApsPool
-    >>> ApsPool(2, window_shape=2)(jnp.ones((8, 32, 32, 3))).shape
-    (8, 16, 16, 3)
-
-  References:
-    Chaman & Dokmanić 2021, "Truly Shift-Invariant Convolutional Neural
-    Networks".
-  """
+  pass
 
 
 class FractionalMaxPool(_Pool, _layers.FractionalMaxPool):
@@ -433,52 +322,19 @@ class StochasticPool(_Pool, _layers.StochasticPool):
 
 
 class SoftPool(_Pool, _layers.SoftPool):
-  """SoftPool, :func:`jaxpool.soft_pool`, as an Equinox module.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import SoftPool
-    >>> SoftPool(window_shape=(2, 2))(jnp.ones((8, 32, 32, 3))).shape
-    (8, 16, 16, 3)
-
-  References:
-    Stergiou, Poppe & Kalliatakis 2021, "Refining activation downsampling
-    with SoftPool".
-  """
+  pass
 
 
 class LsePool(_Pool, _layers.LsePool):
-  """Log-sum-exp pooling, :func:`jaxpool.lse_pool`, as an Equinox module.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import LsePool
-    >>> LsePool(2.0)(jnp.ones((8, 7, 7, 64))).shape
-    (8, 64)
-  """
+  pass
 
 
 class AdaptiveAvgMaxPool(_Pool, _layers.AdaptiveAvgMaxPool):
-  """timm's ``avgmax`` head, :func:`jaxpool.adaptive_avgmax_pool`, in Equinox.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import AdaptiveAvgMaxPool
-    >>> AdaptiveAvgMaxPool()(jnp.ones((8, 7, 7, 64))).shape
-    (8, 1, 1, 64)
-  """
+  pass
 
 
 class AdaptiveCatAvgMaxPool(_Pool, _layers.AdaptiveCatAvgMaxPool):
-  """timm's ``catavgmax`` head, :func:`jaxpool.adaptive_catavgmax_pool`, in
-  Equinox.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import AdaptiveCatAvgMaxPool
-    >>> AdaptiveCatAvgMaxPool()(jnp.ones((8, 7, 7, 64))).shape
-    (8, 1, 1, 128)
-  """
+  pass
 
 
 class GemPool(_LearnedPool, _layers.GemPool):
@@ -505,43 +361,10 @@ class GemPool(_LearnedPool, _layers.GemPool):
 
 
 class MixedPool(_LearnedPool, _layers.MixedPool):
-  """Mixed max-average pooling, :func:`jaxpool.mixed_pool`, ``a`` learned.
-
-  ``a`` starts at ``a_init`` (0.5): one value, or one per channel with
-  ``channels``; it is not clipped to ``[0, 1]``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import MixedPool
-    >>> model = MixedPool(channels=3, window_shape=(2, 2))
-    >>> model(jnp.ones((8, 32, 32, 3))).shape
-    (8, 16, 16, 3)
-
-  References:
-    Lee, Gallagher & Tu 2016, "Generalizing Pooling Functions in
-    Convolutional Neural Networks: Mixed, Gated, and Tree".
-  """
-
   a: jax.Array | None = eqx.field(default=None, kw_only=True)
 
 
 class GatedPool(_LearnedPool, _layers.GatedPool):
-  """Gated max-average pooling, :func:`jaxpool.gated_pool`, mask learned.
-
-  The gating mask starts at zeros (a gate of 1/2): one mask of the window's
-  shape, or one per channel with ``channels``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import GatedPool
-    >>> GatedPool((2, 2))(jnp.ones((8, 32, 32, 3))).shape
-    (8, 16, 16, 3)
-
-  References:
-    Lee, Gallagher & Tu 2016, "Generalizing Pooling Functions in
-    Convolutional Neural Networks: Mixed, Gated, and Tree".
-  """
-
   gate: jax.Array | None = eqx.field(default=None, kw_only=True)
 
 
@@ -572,71 +395,20 @@ class _MultiScale(_Pool):
 
 
 class RoIPool(_RoIPool, _layers.RoIPool):
-  """RoI max pooling, :func:`jaxpool.roi_pool`, as an Equinox module; called on
-  ``(x, boxes)``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import RoIPool
-    >>> x = jnp.ones((2, 32, 32, 8))
-    >>> boxes = jnp.array([[0., 0., 0., 20., 12.], [1., 4., 4., 30., 30.]])
-    >>> RoIPool(7, 0.5)(x, boxes).shape
-    (2, 7, 7, 8)
-  """
+  pass
 
 
 class RoIAlign(_RoIPool, _layers.RoIAlign):
-  """RoI Align, :func:`jaxpool.roi_align`, as an Equinox module; called on
-  ``(x, boxes)``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import RoIAlign
-    >>> x = jnp.ones((2, 32, 32, 8))
-    >>> boxes = jnp.array([[0., 0., 0., 20., 12.], [1., 4., 4., 30., 30.]])
-    >>> RoIAlign(7, 0.5, 2)(x, boxes).shape
-    (2, 7, 7, 8)
-  """
+  pass
 
 
 class PSRoIPool(_RoIPool, _layers.PSRoIPool):
-  """Position-sensitive RoI pooling, :func:`jaxpool.ps_roi_pool`, as an Equinox module; called on
-  ``(x, boxes)``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import PSRoIPool
-    >>> x = jnp.ones((1, 16, 16, 2 * 3 * 3))
-    >>> boxes = jnp.array([[0., 0., 0., 12., 12.]])
-    >>> PSRoIPool(3)(x, boxes).shape
-    (1, 3, 3, 2)
-  """
+  pass
 
 
 class PSRoIAlign(_RoIPool, _layers.PSRoIAlign):
-  """Position-sensitive RoI Align, :func:`jaxpool.ps_roi_align`, as an Equinox module; called on
-  ``(x, boxes)``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import PSRoIAlign
-    >>> x = jnp.ones((1, 16, 16, 2 * 3 * 3))
-    >>> boxes = jnp.array([[0., 0., 0., 12., 12.]])
-    >>> PSRoIAlign(3, sampling_ratio=2)(x, boxes).shape
-    (1, 3, 3, 2)
-  """
+  pass
 
 
 class MultiScaleRoIAlign(_MultiScale, _layers.MultiScaleRoIAlign):
-  """Multi-scale RoI Align, :func:`jaxpool.multi_scale_roi_align`, as an
-  Equinox module (torchvision's ``MultiScaleRoIAlign``); called on
-  ``(features, boxes, image_shapes)``.
-
-  Example:
-    >>> import jax.numpy as jnp
-    >>> from jaxpool.equinox import MultiScaleRoIAlign
-    >>> features = [jnp.ones((1, 64, 64, 8)), jnp.ones((1, 32, 32, 8))]
-    >>> boxes = [jnp.array([[0., 0., 40., 40.], [0., 0., 250., 250.]])]
-    >>> MultiScaleRoIAlign(7, 2)(features, boxes, [(256, 256)]).shape
-    (2, 7, 7, 8)
-  """
+  pass

@@ -224,6 +224,19 @@ def test_cpu_table_reproduces_the_measured_rules():
   for (shape, window, strides, op), expected in cases.items():
     spec = window_spec(shape, window, strides)
     assert _lowering.plan(spec, op, "cpu") == Plan.of(*expected)
+  # Tuned on large inputs (jaxpool.tune, 2026-11-29).
+  large = {
+      ((32, 56, 56, 64), (2, 2), jnp.bfloat16, "max"): ("separable",
+                                                       "slices"),
+      ((32, 56, 56, 64), (2, 2), jnp.float32, "max"): ("slices", "slices"),
+      ((32, 56, 56, 64), (2, 2), jnp.float32, "sum"): ("plain", "taps"),
+      ((4, 16, 56, 56, 64), (2, 2, 2), jnp.float32, "max"): ("plain",
+                                                             "slices"),
+  }
+  for (shape, window, dtype, op), expected in large.items():
+    spec = window_spec(shape, window, 2)
+    assert _lowering.plan(spec, op, "cpu", dtype, shape) == Plan.of(
+        *expected)
 
 
 def test_config_class():
@@ -338,8 +351,9 @@ def test_rule_invalid_for_a_configuration_is_ignored_for_it():
 def test_user_parameters_reach_adaptive_pooling():
   _write_user_table([], parameters={"adaptive_unroll": 2,
                                     "adaptive_sliced": 0})
-  assert _plan_table.parameters("cpu") == {"adaptive_unroll": 2,
-                                           "adaptive_sliced": 0}
+  assert _plan_table.parameters("cpu") == {
+      **_plan_table.DEFAULT_PARAMETERS, "adaptive_unroll": 2,
+      "adaptive_sliced": 0}
   x = _input()
   text = jax.jit(_grad(FUNCTIONS["adaptive_max_pool"])).lower(x).as_text()
   assert "while" in text  # Bins longer than 2 pick in a loop.

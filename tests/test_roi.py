@@ -22,7 +22,7 @@ from hypothesis import given, settings, strategies as st
 
 import jaxpool
 import torchvision_cpu as tv
-from jaxpool import _roi
+from jaxpool import _plan_table
 
 N, C, H, W = 2, 3, 9, 11
 # Boxes within the map, partly and wholly outside it, degenerate (zero and
@@ -181,7 +181,7 @@ def search(request, monkeypatch):
   """roi_pool's two searches: sparse tables, or (over the budget) a scan of
   each bin's cells."""
   if request.param == "scan":
-    monkeypatch.setattr(_roi, "_TABLE_BUDGET", 0)
+    monkeypatch.setitem(_plan_table.DEFAULT_PARAMETERS, "roi_table_log2", 0)
   _jitted.cache_clear()
   yield request.param
   _jitted.cache_clear()
