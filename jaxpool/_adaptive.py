@@ -365,6 +365,9 @@ class _Plan:
       holding the overall maximum).
     unroll: the plan table's ``adaptive_unroll`` for the platform.
     sliced: the plan table's ``adaptive_sliced`` for the platform.
+    segments: the plan table's ``adaptive_segments`` for the platform.
+    axes: the spatial axes.
+    channels_first: the layout.
   """
 
   spec: WindowSpec | None
@@ -372,6 +375,9 @@ class _Plan:
   stages: tuple[tuple[int, Bins], ...]
   unroll: int = 16
   sliced: int = 16
+  segments: int = 0
+  axes: tuple[int, ...] = ()
+  channels_first: bool = False
 
 
 def _plan(shape: tuple[int, ...], bins: Sequence[Bins],
@@ -389,7 +395,8 @@ def _plan(shape: tuple[int, ...], bins: Sequence[Bins],
     spec = window_spec(shape, window, strides, channels_first=channels_first)
   stages = tuple((a, b) for a, b in reversed(tuple(zip(axes, bins)))
                  if not b.identity)
-  return _Plan(spec, tuple(irregular), stages)
+  return _Plan(spec, tuple(irregular), stages, axes=tuple(axes),
+               channels_first=channels_first)
 
 
 def _max_forward(x: jax.Array, plan: _Plan) -> jax.Array:
@@ -476,12 +483,54 @@ def _global_max_split_jvp(axes, primals, tangents):
   return y, t_out.astype(t.dtype)
 
 
+def _segments(bins: Bins) -> list[tuple[int, int, int, int]]:
+  """The bins as runs of windows: ``(first element, count, window,
+  stride)`` for each maximal run of consecutive bins of one length whose
+  starts are equally spaced (64 -> 31: three runs, of 15, 1 and 15)."""
+  runs = []
+  k = 0
+  while k < bins.count:
+    j, stride = k + 1, 1
+    if (j < bins.count and bins.lengths[j] == bins.lengths[k]
+        and bins.starts[j] > bins.starts[k]):
+      stride = bins.starts[j] - bins.starts[k]
+      while (j < bins.count and bins.lengths[j] == bins.lengths[k]
+             and bins.starts[j] - bins.starts[j - 1] == stride):
+        j += 1
+    runs.append((bins.starts[k], j - k, int(bins.lengths[k]), stride))
+    k = j
+  return runs
+
+
+def _segmented_max(x: jax.Array, plan: _Plan) -> jax.Array:
+  """The max over bins as windowed maxima: per spatial dim, last first
+  (PyTorch's row-major first maximum, as :func:`_max_staged`), each run of
+  equally spaced bins of one length (:func:`_segments`) one windowed max
+  of its own span, with that max's own exact derivative."""
+  axes = plan.axes
+  for axis, bins in plan.stages:
+    parts = []
+    for first, count, window, stride in _segments(bins):
+      span = lax.slice_in_dim(x, first, first + (count - 1) * stride + window,
+                              axis=axis)
+      dim = axes.index(axis)
+      spec = window_spec(
+          span.shape, [window if i == dim else 1 for i in range(len(axes))],
+          [stride if i == dim else 1 for i in range(len(axes))],
+          channels_first=plan.channels_first)
+      parts.append(_lowering.window_reduce(span, spec, "max"))
+    x = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis)
+  return x
+
+
 def _planned_max(x: jax.Array, *, plan: _Plan) -> jax.Array:
   """The max over bins, computed with ``plan``'s parameters."""
   if not jnp.issubdtype(x.dtype, jnp.inexact) or not plan.irregular:
     # Regular bins are windows: the windowed max and its own derivative,
     # which picks the same element.
     return _max_forward(x, plan)
+  if all(len(_segments(b)) <= plan.segments for _, b in plan.irregular):
+    return _segmented_max(x, plan)
   return _bin_max(x, plan)
 
 
@@ -521,12 +570,14 @@ def _concrete_bin_pool(x: jax.Array, bins: Sequence[Bins], method: str,
 
     def tuned(platform):
       found = _plan_table.parameters(platform)
-      return found["adaptive_unroll"], found["adaptive_sliced"]
+      return (found["adaptive_unroll"], found["adaptive_sliced"],
+              found["adaptive_segments"])
 
     return _lowering.per_platform(
         tuned, lambda params: functools.partial(
             _planned_max, plan=dataclasses.replace(
-                plan, unroll=params[0], sliced=params[1])), x)
+                plan, unroll=params[0], sliced=params[1],
+                segments=params[2])), x)
   acc, out = accumulation_dtype(x.dtype)
   total = x.astype(acc)
   if plan.spec is not None:

@@ -84,6 +84,10 @@ DEFAULT_PARAMETERS: dict[str, int] = {
     # Running maxima of bins up to this long take their taps one by one;
     # longer ones (all, by default) are one reduce_window.
     "adaptive_sliced": 0,
+    # Adaptive max whose irregular bins form at most this many runs of
+    # equally spaced bins of one length per dim is that many windowed
+    # maxima per dim (64 -> 31: three), with their own derivatives.
+    "adaptive_segments": 4,
     # roi_pool reads bins from sparse tables of block maxima (a copy of the
     # map per level) while they hold at most 2**this elements, and scans
     # each bin's cells past it.

@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import jaxpool
+from jaxpool import _plan_table
 
 SETTINGS = dict(deadline=None, derandomize=True,
                 suppress_health_check=[hypothesis.HealthCheck.too_slow])
@@ -299,8 +300,11 @@ def _count_equations(jaxpr) -> int:
     ((5, 12), (50, 120)),  # More bins than elements.
     ((224, 7), (2240, 70)),  # Sizes divide.
 ])
-def test_no_per_bin_unrolling(small, large):
-  """The traced program does not grow with the number of bins."""
+def test_no_per_bin_unrolling(monkeypatch, small, large):
+  """The traced program does not grow with the number of bins (windowed
+  runs, which grow with the number of runs up to the plan's bound, are
+  tested below)."""
+  monkeypatch.setitem(_plan_table.DEFAULT_PARAMETERS, "adaptive_segments", 0)
 
   def size(n, o):
     x = jax.ShapeDtypeStruct((2, n, n, 3), jnp.float32)
@@ -311,6 +315,38 @@ def test_no_per_bin_unrolling(small, large):
     return sizes
 
   assert size(*small) == size(*large)
+
+
+@pytest.mark.parametrize("sizes,outputs", [
+    ((64, 64), (31, 31)),  # Three runs per dim.
+    ((30, 17), (7, 5)),  # Runs of different lengths and strides.
+    ((14, 9), (6, 4)),  # Equal runs with a jump between them.
+    ((12,), (5,)),
+    ((9, 8, 7), (4, 3, 3)),
+])
+@pytest.mark.parametrize("channels_first", [False, True])
+def test_windowed_runs_equal_the_staged_bins(monkeypatch, sizes, outputs,
+                                             channels_first):
+  """Adaptive max as windowed maxima over runs of bins (the plan's
+  ``adaptive_segments``) equals the bins searched stage by stage: values
+  and gradients, with ties, NaN and -inf."""
+  rng = np.random.default_rng(len(sizes))
+  shape = ((2, 3) + sizes) if channels_first else ((2,) + sizes + (3,))
+  x = np.round(rng.standard_normal(shape) * 2).astype(np.float32)
+  x.flat[rng.integers(0, x.size, 4)] = np.nan
+  x.flat[rng.integers(0, x.size, 4)] = -np.inf
+  f = lambda x: jaxpool.adaptive_max_pool(x, outputs,
+                                          channels_first=channels_first)
+  ct = rng.standard_normal(jax.eval_shape(f, x).shape).astype(np.float32)
+  results = []
+  for runs in (0, 8):
+    monkeypatch.setitem(_plan_table.DEFAULT_PARAMETERS, "adaptive_segments",
+                        runs)
+    # A new function each time: the plan is read when it is traced.
+    y, vjp = jax.vjp(jax.jit(lambda x: f(x)), jnp.asarray(x))
+    results.append((np.asarray(y), np.asarray(vjp(jnp.asarray(ct))[0])))
+  np.testing.assert_array_equal(results[0][0], results[1][0])
+  np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
 def test_reverse_mode_emits_no_scatter():

@@ -350,10 +350,11 @@ def test_rule_invalid_for_a_configuration_is_ignored_for_it():
 
 def test_user_parameters_reach_adaptive_pooling():
   _write_user_table([], parameters={"adaptive_unroll": 2,
-                                    "adaptive_sliced": 0})
+                                    "adaptive_sliced": 0,
+                                    "adaptive_segments": 0})
   assert _plan_table.parameters("cpu") == {
       **_plan_table.DEFAULT_PARAMETERS, "adaptive_unroll": 2,
-      "adaptive_sliced": 0}
+      "adaptive_sliced": 0, "adaptive_segments": 0}
   x = _input()
   text = jax.jit(_grad(FUNCTIONS["adaptive_max_pool"])).lower(x).as_text()
   assert "while" in text  # Bins longer than 2 pick in a loop.
