@@ -90,6 +90,25 @@ class Bins:
   def lengths(self) -> np.ndarray:
     return np.subtract(self.ends, self.starts)
 
+  @functools.cached_property
+  def runs(self) -> tuple[tuple[int, int, int, int], ...]:
+    """The bins as runs of windows: ``(first element, count, window,
+    stride)`` for each maximal run of consecutive bins of one length whose
+    starts are equally spaced (64 -> 31: three runs, of 15, 1 and 15)."""
+    runs = []
+    k = 0
+    while k < self.count:
+      j, stride = k + 1, 1
+      if (j < self.count and self.lengths[j] == self.lengths[k]
+          and self.starts[j] > self.starts[k]):
+        stride = self.starts[j] - self.starts[k]
+        while (j < self.count and self.lengths[j] == self.lengths[k]
+               and self.starts[j] - self.starts[j - 1] == stride):
+          j += 1
+      runs.append((self.starts[k], j - k, int(self.lengths[k]), stride))
+      k = j
+    return tuple(runs)
+
   @property
   def identity(self) -> bool:
     """Whether every element is a bin of its own: nothing to reduce."""
@@ -483,41 +502,21 @@ def _global_max_split_jvp(axes, primals, tangents):
   return y, t_out.astype(t.dtype)
 
 
-def _segments(bins: Bins) -> list[tuple[int, int, int, int]]:
-  """The bins as runs of windows: ``(first element, count, window,
-  stride)`` for each maximal run of consecutive bins of one length whose
-  starts are equally spaced (64 -> 31: three runs, of 15, 1 and 15)."""
-  runs = []
-  k = 0
-  while k < bins.count:
-    j, stride = k + 1, 1
-    if (j < bins.count and bins.lengths[j] == bins.lengths[k]
-        and bins.starts[j] > bins.starts[k]):
-      stride = bins.starts[j] - bins.starts[k]
-      while (j < bins.count and bins.lengths[j] == bins.lengths[k]
-             and bins.starts[j] - bins.starts[j - 1] == stride):
-        j += 1
-    runs.append((bins.starts[k], j - k, int(bins.lengths[k]), stride))
-    k = j
-  return runs
-
-
 def _segmented_max(x: jax.Array, plan: _Plan) -> jax.Array:
   """The max over bins as windowed maxima: per spatial dim, last first
   (PyTorch's row-major first maximum, as :func:`_max_staged`), each run of
-  equally spaced bins of one length (:func:`_segments`) one windowed max
+  equally spaced bins of one length (:attr:`Bins.runs`) one windowed max
   of its own span, with that max's own exact derivative."""
-  axes = plan.axes
   for axis, bins in plan.stages:
+    dim = plan.axes.index(axis)
+    ones = [1] * len(plan.axes)
     parts = []
-    for first, count, window, stride in _segments(bins):
+    for first, count, window, stride in bins.runs:
       span = lax.slice_in_dim(x, first, first + (count - 1) * stride + window,
                               axis=axis)
-      dim = axes.index(axis)
-      spec = window_spec(
-          span.shape, [window if i == dim else 1 for i in range(len(axes))],
-          [stride if i == dim else 1 for i in range(len(axes))],
-          channels_first=plan.channels_first)
+      spec = window_spec(span.shape, ones[:dim] + [window] + ones[dim + 1:],
+                         ones[:dim] + [stride] + ones[dim + 1:],
+                         channels_first=plan.channels_first)
       parts.append(_lowering.window_reduce(span, spec, "max"))
     x = parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis)
   return x
@@ -529,7 +528,7 @@ def _planned_max(x: jax.Array, *, plan: _Plan) -> jax.Array:
     # Regular bins are windows: the windowed max and its own derivative,
     # which picks the same element.
     return _max_forward(x, plan)
-  if all(len(_segments(b)) <= plan.segments for _, b in plan.irregular):
+  if all(len(b.runs) <= plan.segments for _, b in plan.irregular):
     return _segmented_max(x, plan)
   return _bin_max(x, plan)
 

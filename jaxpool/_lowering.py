@@ -1148,16 +1148,12 @@ def _extremum_jvp(spec, op, forward, derivative, primals, tangents):
   if not valid_derivative(derivative, spec):
     derivative = Lowering.TAPS  # A separable stage too wide for slices.
   derivative = bounded(derivative, spec, op)
-  compute = _compute_dtype(x.dtype)
-  if compute == x.dtype:
-    y, choice = _choose(x, spec, op, derivative)
-    return y.astype(x.dtype), _chosen(t, spec, derivative, choice).astype(
-        t.dtype)
   # Half precision converted once, whole: the selection and the gradient's
   # loop then run in float32 (exact: the result is one of the inputs; sums
   # of overlapping windows' cotangents are rounded once). XLA:CPU's
   # bfloat16 loops are 3-15x slower, and per tap the conversions would be
-  # repeated in every loop.
+  # repeated in every loop. Other dtypes convert to themselves: no op.
+  compute = _compute_dtype(x.dtype)
   y, choice = _choose(x.astype(compute), spec, op, derivative)
   return y.astype(x.dtype), _chosen(t.astype(compute), spec, derivative,
                                     choice).astype(t.dtype)

@@ -338,13 +338,15 @@ def test_windowed_runs_equal_the_staged_bins(monkeypatch, sizes, outputs,
   f = lambda x: jaxpool.adaptive_max_pool(x, outputs,
                                           channels_first=channels_first)
   ct = rng.standard_normal(jax.eval_shape(f, x).shape).astype(np.float32)
-  results = []
+  results, programs = [], []
   for runs in (0, 8):
     monkeypatch.setitem(_plan_table.DEFAULT_PARAMETERS, "adaptive_segments",
                         runs)
     # A new function each time: the plan is read when it is traced.
     y, vjp = jax.vjp(jax.jit(lambda x: f(x)), jnp.asarray(x))
     results.append((np.asarray(y), np.asarray(vjp(jnp.asarray(ct))[0])))
+    programs.append(str(jax.make_jaxpr(jax.grad(lambda x: f(x).sum()))(x)))
+  assert programs[0] != programs[1]  # Two lowerings were compared.
   np.testing.assert_array_equal(results[0][0], results[1][0])
   np.testing.assert_array_equal(results[0][1], results[1][1])
 
