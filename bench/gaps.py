@@ -6,7 +6,13 @@ run's PyTorch/jaxpool ratio (> 1: jaxpool is faster) and their median.
 flax and Equinox are left out to keep it short (``python -m bench`` has
 them).
 
-  python3 -m bench.gaps --runs 3 [--repeats 5] [--rows sppf,spp]
+``--lowerings`` also times, in the same rounds, the row's function with
+every pooling in it forced to each plan that is valid for all of them
+(``jaxpool._lowering.valid_plans``): the second table gives the fastest and
+its ratio, which says whether a table could close a gap or no lowering
+jaxpool has can.
+
+  python3 -m bench.gaps --runs 3 [--repeats 5] [--rows sppf,spp] [--lowerings]
 """
 
 from __future__ import annotations
@@ -15,7 +21,11 @@ import argparse
 import dataclasses
 import statistics
 
+import jax
+import numpy as np
+
 from bench import suite
+from jaxpool import _lowering
 
 
 def rows() -> list[tuple[suite.Case, str, str]]:
@@ -55,6 +65,25 @@ def rows() -> list[tuple[suite.Case, str, str]]:
           for c, d, p in cases]
 
 
+def row_plans(case: suite.Case, dtype: str) -> list[_lowering.Plan]:
+  """The plans valid for every windowed reduction in ``case``'s function
+  (of a sum, one per forward: its derivative is the forward's transpose)."""
+  with _lowering.recording() as found:
+    jax.eval_shape(case.jaxpool, jax.ShapeDtypeStruct(case.shape,
+                                                      np.dtype(dtype)))
+  if not found:
+    return []
+  plans = None
+  for _, _, spec, op in found:
+    valid = set(_lowering.valid_plans(spec))
+    if op == "sum":
+      valid = {_lowering.Plan(p.forward, _lowering.Lowering.TAPS)
+               for p in valid}
+    plans = valid if plans is None else plans & valid
+  return sorted(plans or (), key=lambda p: (p.forward.value,
+                                             p.derivative.value))
+
+
 def main(argv=None) -> None:
   parser = argparse.ArgumentParser(prog="python -m bench.gaps",
                                    description=__doc__.splitlines()[0])
@@ -63,17 +92,26 @@ def main(argv=None) -> None:
   parser.add_argument("--rows", default="",
                       help="comma-separated texts: only rows whose name "
                       "contains one")
+  parser.add_argument("--lowerings", action="store_true",
+                      help="also time every plan valid for each row")
   args = parser.parse_args(argv)
   wanted = [w for w in args.rows.lower().split(",") if w]
   todo = [r for r in rows()
           if not wanted or any(w in r[0].name.lower() for w in wanted)]
   ratios: dict[int, list[float]] = {i: [] for i in range(len(todo))}
+  best: dict[int, list[tuple[float, str, float]]] = {
+      i: [] for i in range(len(todo))}
   last = {}
   for run in range(args.runs):
     for i, (case, dtype, direction) in enumerate(todo):
-      row = suite.measure(case, dtype, direction, False, args.repeats)
+      plans = row_plans(case, dtype) if args.lowerings else []
+      row = suite.measure(case, dtype, direction, False, args.repeats,
+                          plans=plans)
       last[i] = row
       ratios[i].append(row["torch_ms"] / row["jaxpool_ms"])
+      if plans:
+        name, ms = min(row["plans_ms"].items(), key=lambda kv: kv[1])
+        best[i].append((row["torch_ms"] / ms, name, ms))
       print(f"run {run + 1}: {case.name} {list(case.shape)} {direction} "
             f"{dtype}: jaxpool {row['jaxpool_ms']:.1f} ms, PyTorch "
             f"{row['torch_ms']:.1f} ms ({row['torch_layout']})", flush=True)
@@ -86,6 +124,19 @@ def main(argv=None) -> None:
     print(f"| {case.name} | {tuple(case.shape)} | {direction} | {dtype} | "
           f"{row['jaxpool_ms']:.1f} | {row['torch_ms']:.1f} | {per_run} | "
           f"{statistics.median(ratios[i]):.2f} |")
+  if not any(best.values()):
+    return
+  print("\n| case | shape | pass | dtype | fastest plan (per run) | its ms | "
+        "PyTorch/fastest per run | median |")
+  print("|---|---|---|---|---|---:|---|---:|")
+  for i, (case, dtype, direction) in enumerate(todo):
+    if not best[i]:
+      continue
+    names = ", ".join(dict.fromkeys(name for _, name, _ in best[i]))
+    per_run = ", ".join(f"{r:.2f}" for r, _, _ in best[i])
+    print(f"| {case.name} | {tuple(case.shape)} | {direction} | {dtype} | "
+          f"{names} | {best[i][-1][2]:.1f} | {per_run} | "
+          f"{statistics.median(r for r, _, _ in best[i]):.2f} |")
 
 
 if __name__ == "__main__":

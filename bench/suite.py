@@ -45,6 +45,7 @@ from jax import lax
 
 import jaxpool
 from bench import device as bench_device
+from jaxpool import _lowering
 
 IMPLS = ("jaxpool", "flax", "equinox", "torch")
 _SETTLE_S = 0.005
@@ -377,14 +378,19 @@ def _floor_ms(x: jax.Array, moved_bytes: int,
 
 
 def measure(case: Case, dtype: str, direction: str, quick: bool,
-            repeats: int, torch_ok: bool = True) -> dict:
+            repeats: int, torch_ok: bool = True,
+            plans: Sequence[Any] = ()) -> dict:
   """Times every implementation of ``case`` on one row.
+
+  ``plans`` (``jaxpool._lowering.Plan``) are timed too, in the same rounds:
+  jaxpool's function with every pooling in it lowered by that plan.
 
   Returns:
     a dict: ``case``, ``pass``, ``dtype``, ``shape``, per implementation
     ``<impl>_ms`` (None with ``<impl>_error`` if it could not run),
     ``<impl>_compile_s`` for JAX ones, ``torch_layout``, ``read_ms`` and
-    ``floor_ms``, ``max_abs_diff_vs_flax`` (forward), and the ratios.
+    ``floor_ms``, ``max_abs_diff_vs_flax`` (forward), the ratios, and with
+    ``plans`` a ``plans_ms`` dict of ``"forward/derivative"`` to time.
   """
   shape = case.quick_shape if quick else case.shape
   x_np = np.random.default_rng(0).standard_normal(shape, dtype=np.float32)
@@ -412,6 +418,13 @@ def measure(case: Case, dtype: str, direction: str, quick: bool,
       continue
     row[f"{impl}_compile_s"] = seconds
     runners[impl] = functools.partial(
+        lambda c, a: jax.block_until_ready(c(*a)), compiled, args)
+  for chosen in plans:
+    name = f"plan:{chosen.forward.value}/{chosen.derivative.value}"
+    args = (x,) if direction == "fwd" else (x, _weights(case.jaxpool, x))
+    with _lowering.use_plan(chosen):
+      compiled, _ = _compiled(case.jaxpool, args, direction)
+    runners[name] = functools.partial(
         lambda c, a: jax.block_until_ready(c(*a)), compiled, args)
   torch_layouts = {}
   if case.torch is None:
@@ -442,7 +455,9 @@ def measure(case: Case, dtype: str, direction: str, quick: bool,
       runners[name]()
       times[name].append(time.perf_counter() - start)
   for name, ts in times.items():
-    if not name.startswith("torch:"):
+    if name.startswith("plan:"):
+      row.setdefault("plans_ms", {})[name[5:]] = _median_ms(ts)
+    elif not name.startswith("torch:"):
       row[f"{name}_ms"] = _median_ms(ts)
   if torch_layouts:
     best = min(torch_layouts, key=lambda l: _median_ms(times[f"torch:{l}"]))
