@@ -3,8 +3,9 @@
 Each run times every row (``bench.suite.measure``: jaxpool and PyTorch,
 the faster of its layouts, interleaved call by call); the table gives each
 run's PyTorch/jaxpool ratio (> 1: jaxpool is faster) and their median.
-flax and Equinox are left out to keep it short (``python -m bench`` has
-them).
+Equinox is left out, and flax unless ``--flax`` (``python -m bench`` has
+both): flax's column is the plain JAX a Flax user writes for the row (one
+``lax.reduce_window`` with JAX's own gradient, or one max or mean per bin).
 
 ``--lowerings`` also times, in the same rounds, the row's function with
 every pooling in it forced to each plan that is valid for all of them
@@ -13,6 +14,7 @@ its ratio, which says whether a table could close a gap or no lowering
 jaxpool has can.
 
   python3 -m bench.gaps --runs 3 [--repeats 5] [--rows sppf,spp] [--lowerings]
+      [--flax]
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ from bench import suite
 from jaxpool import _lowering
 
 
-def rows() -> list[tuple[suite.Case, str, str]]:
-  """(case, dtype, pass) of every row of issue 11's table."""
+def rows(flax: bool = False) -> list[tuple[suite.Case, str, str]]:
+  """(case, dtype, pass) of every row of issue 11's table; with ``flax``,
+  each keeps its ``flax`` column (the plain JAX a Flax user writes)."""
   img = (32, 56, 56, 64)
   cases = [
       (suite._chain("SPPF", (16, 20, 20, 512), (2, 20, 20, 64)), "float32",
@@ -61,13 +64,15 @@ def rows() -> list[tuple[suite.Case, str, str]]:
       (suite._windowed("3-D max 2x2x2/2", "max", (4, 16, 56, 56, 64),
                        (2, 8, 28, 28, 16), 2, 2), "float32", "fwd+bwd"),
   ]
-  return [(dataclasses.replace(c, flax=None, equinox=None), d, p)
+  return [(dataclasses.replace(c, flax=c.flax if flax else None,
+                               equinox=None), d, p)
           for c, d, p in cases]
 
 
 def row_plans(case: suite.Case, dtype: str) -> list[_lowering.Plan]:
   """The plans valid for every windowed reduction in ``case``'s function
   (of a sum, one per forward: its derivative is the forward's transpose)."""
+  jax.clear_caches()  # Functions traced before are traced (recorded) again.
   with _lowering.recording() as found:
     jax.eval_shape(case.jaxpool, jax.ShapeDtypeStruct(case.shape,
                                                       np.dtype(dtype)))
@@ -94,22 +99,28 @@ def main(argv=None) -> None:
                       "contains one")
   parser.add_argument("--lowerings", action="store_true",
                       help="also time every plan valid for each row")
+  parser.add_argument("--flax", action="store_true",
+                      help="also time flax (or the plain JAX of the row)")
   args = parser.parse_args(argv)
   wanted = [w for w in args.rows.lower().split(",") if w]
-  todo = [r for r in rows()
+  todo = [r for r in rows(args.flax)
           if not wanted or any(w in r[0].name.lower() for w in wanted)]
   ratios: dict[int, list[float]] = {i: [] for i in range(len(todo))}
   best: dict[int, list[tuple[float, str, float]]] = {
       i: [] for i in range(len(todo))}
+  plain: dict[int, list[tuple[float, float]]] = {i: [] for i in range(len(todo))}
   last = {}
+  plans = [row_plans(case, dtype) if args.lowerings else []
+           for case, dtype, _ in todo]
   for run in range(args.runs):
     for i, (case, dtype, direction) in enumerate(todo):
-      plans = row_plans(case, dtype) if args.lowerings else []
       row = suite.measure(case, dtype, direction, False, args.repeats,
-                          plans=plans)
+                          plans=plans[i])
       last[i] = row
       ratios[i].append(row["torch_ms"] / row["jaxpool_ms"])
-      if plans:
+      if row.get("flax_ms"):
+        plain[i].append((row["torch_ms"] / row["flax_ms"], row["flax_ms"]))
+      if plans[i]:
         name, ms = min(row["plans_ms"].items(), key=lambda kv: kv[1])
         best[i].append((row["torch_ms"] / ms, name, ms))
       print(f"run {run + 1}: {case.name} {list(case.shape)} {direction} "
@@ -124,6 +135,16 @@ def main(argv=None) -> None:
     print(f"| {case.name} | {tuple(case.shape)} | {direction} | {dtype} | "
           f"{row['jaxpool_ms']:.1f} | {row['torch_ms']:.1f} | {per_run} | "
           f"{statistics.median(ratios[i]):.2f} |")
+  if any(plain.values()):
+    print("\n| case | shape | pass | dtype | flax ms | PyTorch/flax per run | "
+          "median |")
+    print("|---|---|---|---|---:|---|---:|")
+    for i, (case, dtype, direction) in enumerate(todo):
+      if plain[i]:
+        per_run = ", ".join(f"{r:.2f}" for r, _ in plain[i])
+        print(f"| {case.name} | {tuple(case.shape)} | {direction} | {dtype} "
+              f"| {plain[i][-1][1]:.1f} | {per_run} | "
+              f"{statistics.median(r for r, _ in plain[i]):.2f} |")
   if not any(best.values()):
     return
   print("\n| case | shape | pass | dtype | fastest plan (per run) | its ms | "

@@ -15,6 +15,7 @@ import dataclasses
 import functools
 import os
 from typing import Any
+from unittest import mock
 
 import hypothesis
 import jax
@@ -267,24 +268,12 @@ def test_large_windows_match_torch(case, kind):
   np.testing.assert_allclose(g, gt, rtol=1e-5, atol=1e-5)
 
 
-@SETTINGS
-@hypothesis.given(case=cases(dtypes=(np.float32,)),
-                  kind=st.sampled_from(["normal", "relu", "special"]),
-                  seed=st.integers(0, 2**31))
-def test_selected_tap_is_pytorchs_tap(case, kind, seed):
-  """The fast selection's index equals a NumPy loop of PyTorch's rule."""
-  try:
-    spec = case.spec()
-  except ValueError:
-    hypothesis.assume(False)
-  x = make_input(np.random.default_rng(seed), case, kind)
-  y, index = jax.jit(lambda x: _lowering.selected_tap(x, spec, "max"))(x)
-  assert index.dtype == np.int32
-  # PyTorch's loop, one window at a time.
+def _pytorch_taps(x: np.ndarray, spec) -> np.ndarray:
+  """PyTorch's loop, one window at a time: the row-major index of the tap
+  each window takes, windows last as in ``spec``'s layout."""
   xp = np.moveaxis(x, spec.spatial_axes, range(-spec.nspatial, 0))
-  yi = np.moveaxis(np.asarray(index), spec.spatial_axes,
-                   range(-spec.nspatial, 0))
   lead = xp.shape[:-spec.nspatial]
+  taps = np.zeros(lead + tuple(spec.out_shape), int)
   for out in np.ndindex(*spec.out_shape):
     best, best_k = None, None
     for k, offsets in enumerate(np.ndindex(*spec.window)):
@@ -300,8 +289,51 @@ def test_selected_tap_is_pytorchs_tap(case, kind, seed):
       best = np.where(take, val, best)
       best_k = np.where(take, k, best_k)
     # A window wholly in the padding reports its first tap.
-    expected = np.zeros(lead, int) if best_k is None else best_k
-    np.testing.assert_array_equal(yi[(Ellipsis, *out)], expected)
+    taps[(Ellipsis, *out)] = 0 if best_k is None else best_k
+  return taps
+
+
+def _assert_pytorchs_taps(x: np.ndarray, spec, index) -> None:
+  assert index.dtype == np.int32
+  got = np.moveaxis(np.asarray(index), spec.spatial_axes,
+                    range(-spec.nspatial, 0))
+  np.testing.assert_array_equal(got, _pytorch_taps(x, spec))
+
+
+@SETTINGS
+@hypothesis.given(case=cases(dtypes=(np.float32,)),
+                  kind=st.sampled_from(["normal", "relu", "special"]),
+                  seed=st.integers(0, 2**31))
+def test_selected_tap_is_pytorchs_tap(case, kind, seed):
+  """The fast selection's index equals a NumPy loop of PyTorch's rule."""
+  try:
+    spec = case.spec()
+  except ValueError:
+    hypothesis.assume(False)
+  x = make_input(np.random.default_rng(seed), case, kind)
+  _, index = jax.jit(lambda x: _lowering.selected_tap(x, spec, "max"))(x)
+  _assert_pytorchs_taps(x, spec, index)
+
+
+@SETTINGS
+@hypothesis.given(case=cases(dtypes=(np.float32,)),
+                  kind=st.sampled_from(["relu", "special"]),
+                  seed=st.integers(0, 2**31), folded=st.booleans())
+def test_block_selection_is_pytorchs_tap(case, kind, seed, folded):
+  """Both selections over blocks (a fold of small blocks' taps, reductions
+  over larger ones) take PyTorch's tap, padding and ceil_mode included."""
+  case = dataclasses.replace(case, strides=case.window)
+  try:
+    spec = case.spec()
+  except ValueError:
+    hypothesis.assume(False)
+  hypothesis.assume(_lowering.valid_derivative(Lowering.RESHAPE, spec))
+  x = make_input(np.random.default_rng(seed), case, kind)
+  limit = spec.window_size if folded else spec.window_size - 1
+  with mock.patch.object(_lowering, "MAX_FOLDED_BLOCK", limit), \
+      _lowering.use_plan(_lowering.Plan(Lowering.RESHAPE, Lowering.RESHAPE)):
+    _, index = jax.jit(lambda x: _lowering.selected_tap(x, spec, "max"))(x)
+  _assert_pytorchs_taps(x, spec, index)
 
 
 # ---------------------------------------------------------------------------
@@ -597,6 +629,15 @@ def test_plan_takes_compact_for_wide_max_windows():
   assert _lowering.bounded(Lowering.TAPS, small, "max") is Lowering.TAPS
   assert _lowering.compact(window_spec((1, 9, 9, 9, 1), (8, 8, 8), 1, 1))
   assert not _lowering.compact(window_spec((8, 32, 32, 3), (3, 3), 2, 1))
+
+
+def test_separable_stages_bound_their_own_selection():
+  # 13x13 unrolled would be COMPACT; each 1-D stage of 13 taps is not.
+  spec = window_spec((16, 20, 20, 512), (13, 13), 1, 6)
+  assert _lowering.compact(spec)
+  assert not any(_lowering.compact(s) for s in _lowering.stages(spec))
+  assert _lowering.plan(spec, "max", "cpu") == _lowering.Plan(
+      Lowering.SEPARABLE, Lowering.SLICES)
 
 
 def _hlo_ops(fn, x) -> int:
