@@ -284,7 +284,7 @@ def plan(spec: WindowSpec, op: str = "max", platform: str | None = None,
       if chosen.forward is Lowering.SEPARABLE:
         # Its derivative selects per 1-D stage, each bounded on its own
         # (_extremum_jvp): bounded here by the whole window, a 13x13 pool's
-        # stages took COMPACT (YOLO's SPP forward+backward 1.4-1.6x slower).
+        # stages took COMPACT (YOLO's SPP forward+backward 1.9-3x slower).
         return chosen
       return Plan(chosen.forward, bounded(chosen.derivative, spec, op))
     _plan_table.warn_once(
@@ -895,8 +895,10 @@ def _blocks_selection(x: jax.Array, spec: WindowSpec,
   blocks, axes = _blocks(x, spec, fill)
   if spec.window_size <= MAX_FOLDED_BLOCK:
     # A few taps: PyTorch's loop over them, elementwise in one pass (the
-    # reductions below would read each block three times: 2x2/2 forward
-    # and backward 2-3x slower).
+    # reductions below read each block three times: 2x2/2 and 3x3/3
+    # forward and backward 3-5x slower). Past 9 taps XLA recomputes the
+    # fold for every element of the gradient: 4x4 costs the same either
+    # way, a 13-tap 1-D window 15x more folded.
     return _scan_taps(_block_taps(blocks, axes, spec.window), op,
                       _first_valid(spec, [(0, o) for o in spec.out_shape]),
                       _index_dtype(spec))
