@@ -288,6 +288,12 @@ def _weights(fn: Callable, x: jax.Array) -> jax.Array:
   return jnp.asarray(w).astype(out.dtype)
 
 
+def _arguments(fn: Callable, x: jax.Array, direction: str) -> tuple:
+  """``fn``'s compiled ``direction`` takes these: ``x``, and for
+  forward+backward a random cotangent."""
+  return (x,) if direction == "fwd" else (x, _weights(fn, x))
+
+
 def _compiled(fn: Callable, args: tuple, direction: str):
   """The compiled JAX function of ``direction`` and its compile seconds."""
   f = fn if direction == "fwd" else jax.value_and_grad(_loss(fn))
@@ -410,7 +416,7 @@ def measure(case: Case, dtype: str, direction: str, quick: bool,
       row[f"{impl}_error"] = "no such op"
       continue
     try:
-      args = (arg,) if direction == "fwd" else (arg, _weights(fn, arg))
+      args = _arguments(fn, arg, direction)
       compiled, seconds = _compiled(fn, args, direction)
       outputs[impl] = jax.block_until_ready(compiled(*args))
     except Exception as e:  # pylint: disable=broad-except
@@ -419,9 +425,9 @@ def measure(case: Case, dtype: str, direction: str, quick: bool,
     row[f"{impl}_compile_s"] = seconds
     runners[impl] = functools.partial(
         lambda c, a: jax.block_until_ready(c(*a)), compiled, args)
+  args = _arguments(case.jaxpool, x, direction) if plans else ()
   for chosen in plans:
     name = f"plan:{chosen.forward.value}/{chosen.derivative.value}"
-    args = (x,) if direction == "fwd" else (x, _weights(case.jaxpool, x))
     with _lowering.use_plan(chosen):
       compiled, _ = _compiled(case.jaxpool, args, direction)
     runners[name] = functools.partial(

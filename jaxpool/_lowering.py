@@ -759,11 +759,15 @@ def _scan_taps(window_taps: Sequence[jax.Array], op: str,
 
 
 def _first_valid(spec: WindowSpec,
-                 ranges: Sequence[tuple[int, int]]) -> np.ndarray | jax.Array:
-  """``spec.first_valid_tap()`` over ``ranges`` of outputs, broadcastable."""
+                 ranges: Sequence[tuple[int, int]] | None = None
+                 ) -> np.ndarray | jax.Array:
+  """``spec.first_valid_tap()`` over ``ranges`` of outputs (all of them by
+  default), broadcastable."""
   if spec.symbolic:  # Symbolic plans select over all outputs at once.
     return _traced_first_valid(spec)
-  first = spec.first_valid_tap()[tuple(slice(a, b) for a, b in ranges)]
+  first = spec.first_valid_tap()
+  if ranges is not None:
+    first = first[tuple(slice(a, b) for a, b in ranges)]
   if not first.any():
     return np.zeros((), first.dtype)
   return first.reshape(spec.full(first.shape, 1))
@@ -773,9 +777,7 @@ def _reference_selection(x: jax.Array, spec: WindowSpec,
                          op: str) -> tuple[jax.Array, jax.Array]:
   """The selection over taps of a padded copy of ``x``: short and obvious."""
   xp = pad(x, spec, identity(x.dtype, op))
-  return _scan_taps(taps(xp, spec), op,
-                    _first_valid(spec, [(0, o) for o in spec.out_shape]),
-                    np.int32)
+  return _scan_taps(taps(xp, spec), op, _first_valid(spec), np.int32)
 
 
 def _regions(spec: WindowSpec) -> list[list[tuple[int, int]]]:
@@ -893,6 +895,7 @@ def _blocks_selection(x: jax.Array, spec: WindowSpec,
   """The selection over non-overlapping windows of a blocked ``x``."""
   fill = identity(x.dtype, op)
   blocks, axes = _blocks(x, spec, fill)
+  first_valid = _first_valid(spec)
   if spec.window_size <= MAX_FOLDED_BLOCK:
     # A few taps: PyTorch's loop over them, elementwise in one pass (the
     # reductions below read each block three times: 2x2/2 and 3x3/3
@@ -900,8 +903,7 @@ def _blocks_selection(x: jax.Array, spec: WindowSpec,
     # fold for every element of the gradient: 4x4 costs the same either
     # way, a 13-tap 1-D window 15x more folded.
     return _scan_taps(_block_taps(blocks, axes, spec.window), op,
-                      _first_valid(spec, [(0, o) for o in spec.out_shape]),
-                      _index_dtype(spec))
+                      first_valid, _index_dtype(spec))
   # A reduction, not a fold: XLA would fuse a fold into each comparison
   # below, redoing it for every element (2.4x slower for 32x32 windows).
   best = reduce_extremum(blocks, axes, op, keepdims=True, fold_up_to=0)
@@ -912,8 +914,7 @@ def _blocks_selection(x: jax.Array, spec: WindowSpec,
   best = best.reshape(first.shape)
   # An all-fill window compares equal to its padding: PyTorch starts at the
   # first tap inside the input.
-  index = jnp.where(best == fill, jnp.asarray(
-      _first_valid(spec, [(0, o) for o in spec.out_shape]), np.int32), first)
+  index = jnp.where(best == fill, jnp.asarray(first_valid, np.int32), first)
   index = jnp.where(best != best, last_nan, index)
   return best, index.astype(_index_dtype(spec))
 
