@@ -15,6 +15,12 @@ random cotangent; times are the median of 3 calls after a warm-up, the two
 libraries side by side in one run; jaxpool's compile time is
 ``jax.jit(f).lower(...).compile()``.
 
+RoI max pooling: torchvision's ``roi_pool`` has no pure-PyTorch form, so
+its reference is a C transcription of torchvision's CPU kernel
+(``bench/roi_pool_kernel.c``, built here with the system C compiler, -O3;
+skipped without one), forward and forward+backward (the kernel's backward
+from its argmax), on the issue's case and two others.
+
 Run ``python -m bench.roi``.
 """
 
@@ -26,8 +32,12 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " --xla_cpu_multi_thread_eigen=false"
                            " intra_op_parallelism_threads=1")
 
+import ctypes  # noqa: E402
+import shutil  # noqa: E402
 import statistics  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 
 import jax  # noqa: E402
@@ -46,6 +56,14 @@ CASES = (
     ("50x50x256, 8 boxes, ratio -1", (1, 50, 50, 256), 8, -1, True),
     ("50x50x256, 128 boxes, ratio -1", (1, 50, 50, 256), 128, -1, False),
     ("2x50x68x256, 512 boxes, ratio 2", (2, 50, 68, 256), 512, 2, True),
+)
+
+
+#: (map shape NHWC, boxes, output size) for roi_pool.
+POOL_CASES = (
+    ((2, 50, 68, 256), 512, 7),
+    ((1, 38, 50, 512), 128, 7),
+    ((2, 25, 34, 64), 512, 7),
 )
 
 
@@ -70,6 +88,7 @@ def _median(fn, repeats: int = 3) -> float:
 
 
 def main() -> None:
+  """jaxpool.roi_align against torchvision's (see the module doc)."""
   torch.set_num_threads(1)
   print(f"{'case':34s} {'compile s':>9s} {'jaxpool ms':>10s} "
         f"{'torchvision ms':>14s} {'ratio':>6s}")
@@ -114,5 +133,91 @@ def main() -> None:
           f"{ratio_text:>6s}", flush=True)
 
 
+def _kernel() -> ctypes.CDLL | None:
+  """bench/roi_pool_kernel.c, built with the system C compiler; None
+  without one."""
+  cc = shutil.which(os.environ.get("CC", "cc"))
+  if cc is None:
+    return None
+  source = os.path.join(os.path.dirname(__file__), "roi_pool_kernel.c")
+  library = os.path.join(tempfile.mkdtemp(prefix="jaxpool-bench-"),
+                         "roi_pool_kernel.so")
+  subprocess.run([cc, "-O3", "-shared", "-fPIC", "-o", library, source,
+                  "-lm"], check=True)
+  return ctypes.CDLL(library)
+
+
+def _kernel_calls(lib: ctypes.CDLL, x: np.ndarray, boxes: np.ndarray,
+                  out: int, ct: np.ndarray):
+  """The kernel's forward, and forward+backward, on NHWC ``x`` and ``ct``
+  (laid out NCHW first, as torchvision's kernel reads them)."""
+  n, h, w, c = x.shape
+  k = boxes.shape[0]
+  x = np.ascontiguousarray(np.moveaxis(x, -1, 1))
+  ct = np.ascontiguousarray(np.moveaxis(ct, -1, 1))
+  ptr = lambda a: a.ctypes.data_as(ctypes.c_void_p)
+
+  def forward():
+    # Zeroed, as torchvision allocates them.
+    y = np.zeros((k, c, out, out), np.float32)
+    argmax = np.zeros((k, c, out, out), np.int32)
+    lib.roi_pool_forward(ptr(x), ctypes.c_float(1 / 16), c, h, w, out, out,
+                         ptr(boxes), k, ptr(y), ptr(argmax))
+    return y, argmax
+
+  def both():
+    y, argmax = forward()
+    dx = np.zeros(x.shape, np.float32)
+    lib.roi_pool_backward(ptr(ct), ptr(argmax), k, c, h, w, out, out,
+                          ptr(dx), ptr(boxes))
+    return y, dx
+
+  return forward, both
+
+
+def pool_main() -> None:
+  """jaxpool.roi_pool against torchvision's kernel (see the module doc)."""
+  lib = _kernel()
+  print(f"\n{'roi_pool case':34s} {'pass':>7s} {'jaxpool ms':>10s} "
+        f"{'kernel ms':>10s} {'ratio':>6s}")
+  for shape, k, out in POOL_CASES:
+    n, h, w, c = shape
+    x = np.random.default_rng(1).standard_normal(shape).astype(np.float32)
+    boxes = _boxes(n, k, (h, w))
+    ct = np.random.default_rng(2).standard_normal(
+        (k, out, out, c)).astype(np.float32)
+
+    def both(x, b, ct):
+      y, vjp = jax.vjp(lambda x: jaxpool.roi_pool(x, b, out, 1 / 16), x)
+      return y, vjp(ct)[0]
+
+    args = (jnp.asarray(x), jnp.asarray(boxes), jnp.asarray(ct))
+    calls = {
+        "fwd": jax.jit(lambda x, b: jaxpool.roi_pool(x, b, out, 1 / 16)).lower(
+            *args[:2]).compile(),
+        "fwd+bwd": jax.jit(both).lower(*args).compile()}
+    kernel = _kernel_calls(lib, x, boxes, out, ct) if lib else None
+    name = f"{shape}, {k} boxes, {out}x{out}"
+    if kernel:
+      y_k, dx_k = kernel[1]()
+      y_j, dx_j = calls["fwd+bwd"](*args)
+      err = max(float(np.abs(np.moveaxis(np.asarray(y_j), -1, 1) - y_k).max()),
+                float(np.abs(np.moveaxis(np.asarray(dx_j), -1, 1)
+                             - dx_k).max()))
+      name = f"{name} (max diff {err:.1e})"
+    for i, (pass_, compiled) in enumerate(calls.items()):
+      arity = 2 if pass_ == "fwd" else 3
+      jax_ms = 1e3 * _median(
+          lambda: jax.block_until_ready(compiled(*args[:arity])))
+      kernel_text, ratio_text = "-", "-"
+      if kernel:
+        kernel_ms = 1e3 * _median(kernel[i])
+        kernel_text = f"{kernel_ms:10.1f}"
+        ratio_text = f"{kernel_ms / jax_ms:6.2f}"
+      print(f"{name if not i else '':34s} {pass_:>7s} {jax_ms:10.1f} "
+            f"{kernel_text:>10s} {ratio_text:>6s}", flush=True)
+
+
 if __name__ == "__main__":
   main()
+  pool_main()

@@ -88,10 +88,16 @@ DEFAULT_PARAMETERS: dict[str, int] = {
     # equally spaced bins of one length per dim is that many windowed
     # maxima per dim (64 -> 31: three), with their own derivatives.
     "adaptive_segments": 4,
-    # roi_pool reads bins from sparse tables of block maxima (a copy of the
-    # map per level) while they hold at most 2**this elements, and scans
-    # each bin's cells past it.
+    # roi_pool reads bins from tables of block maxima (a copy of the map
+    # per level) while they hold at most 2**this elements, and scans each
+    # bin's cells past it.
     "roi_table_log2": 27,
+    # roi_pool's cost of one element looked up in its tables, in percent
+    # of one element of a table built: it picks the tables' block sizes.
+    "roi_lookup_percent": 10,
+    # roi_pool's gradient searches its tables for groups of channels whose
+    # tables hold at most 2**this elements.
+    "roi_group_log2": 19,
 }
 
 _TAP_BOUNDS = ((4, "1-4"), (16, "5-16"), (64, "17-64"))

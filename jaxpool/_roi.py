@@ -308,79 +308,278 @@ def _bin_ends(start, length, pooled: int, hi: int):
           jnp.clip(end + start[:, None], 0, hi))
 
 
-def _first_max(a, ia, b, ib):
-  """The larger of two (key, index) pairs; of equal keys, the smaller
-  index (the first in row-major order)."""
-  take_b = (b > a) | ((b == a) & (ib < ia))
-  return jnp.where(take_b, b, a), jnp.where(take_b, ib, ia)
+def _block_options(bound: int):
+  """Ways to cover a bin of 1 to ``bound`` cells along one axis with
+  blocks: ``(sizes, lookups)``, blocks of ``sizes`` (1, s, s**2, ...) of
+  which a bin reads ``lookups`` (overlapping) of the largest size that
+  fits in it."""
+  yield (1,), bound
+  for s in range(2, bound + 1):
+    sizes = [1]
+    while sizes[-1] * s <= bound:
+      sizes.append(sizes[-1] * s)
+      # From one size to the next a bin needs up to s - 1 single cells,
+      # then up to s blocks; the largest covers the bound.
+      lookups = max(s - 1 if len(sizes) == 2 else s, -(-bound // sizes[-1]))
+      yield tuple(sizes), lookups
 
 
-def _shifted(v: jax.Array, by: int, axis: int, fill) -> jax.Array:
-  """``v`` moved ``by`` places towards index 0 along ``axis``, ``fill``
-  after its end."""
-  pad = [(0, 0, 0)] * v.ndim
-  pad[axis] = (-by, by, 0)
-  return lax.pad(v, jnp.asarray(fill, v.dtype), pad)
+def _block_plan(bounds: tuple[int, int], table: int, lookup: int,
+                weight: int):
+  """The block sizes and lookups per axis with the least work: each level
+  of the tables costs ``table`` elements, each lookup ``lookup`` elements
+  at ``weight`` percent of a table element."""
+  def cost(option):
+    (sy, my), (sx, mx) = option
+    return 100 * len(sy) * len(sx) * table + weight * my * mx * lookup
+  return min(((y, x) for y in _block_options(bounds[0])
+              for x in _block_options(bounds[1])), key=cost)
 
 
-def _block_tables(key: jax.Array, levels_y: int, levels_x: int):
-  """Sparse tables of ``key``'s first maxima (Bentley & Saxe's range
-  maxima): level ``i * (levels_x + 1) + j`` holds, at each cell, the
-  largest key of the ``2**i`` by ``2**j`` block from it and the row-major
-  index of its first cell with that key. ``(levels, N, H, W, C)`` each."""
+def _blocks(key: jax.Array, cell: jax.Array, sizes: tuple[int, ...],
+            axis: int) -> list[tuple[jax.Array, jax.Array]]:
+  """Block maxima of ``key`` along ``axis``, one ``(key, cell)`` pair per
+  size: at each place, the largest key of the block of that size from it
+  and ``cell`` at its first place with that key, each block the union of
+  the previous size's. A block of size ``s`` needs ``s - 1`` places after
+  it: the pair is ``s - 1`` shorter along ``axis``."""
+  def part(v, start, length):
+    return lax.slice_in_dim(v, start, start + length, axis=axis)
+
+  levels = [(key, cell)]
+  for step, size in zip(sizes, sizes[1:]):
+    prev_key, prev_cell = levels[-1]
+    length = key.shape[axis] - size + 1
+    block_key, block_cell = part(prev_key, 0, length), part(prev_cell, 0, length)
+    for t in range(1, size // step):
+      # A later block's cells follow the earlier's in row-major order (the
+      # blocks are one row high, or later rows): on a tie the earlier's.
+      later = part(prev_key, t * step, length)
+      take = later > block_key
+      block_key = jnp.where(take, later, block_key)
+      block_cell = jnp.where(take, part(prev_cell, t * step, length),
+                             block_cell)
+    levels.append((block_key, block_cell))
+  return levels
+
+
+def _block_tables(key: jax.Array, sizes_y: tuple[int, ...],
+                  sizes_x: tuple[int, ...], with_cells: bool):
+  """Tables of ``key``'s block maxima, ``(N, levels, H, W, C)``: level ``i
+  * len(sizes_x) + j`` holds, at each cell, the largest key of the
+  ``sizes_y[i]`` by ``sizes_x[j]`` block from it; with ``with_cells``, also
+  (a second table) ``row << 16 | col`` (ordered as row-major indices) of
+  each block's first cell with that key."""
   n, h, w, c = key.shape
-  index = jnp.broadcast_to(
-      (jnp.arange(h, dtype=jnp.int32)[:, None] * w
-       + jnp.arange(w, dtype=jnp.int32)[None, :])[None, :, :, None],
-      key.shape)
-  never = np.iinfo(np.int32).max
-  keys, indices = [], []
-  row_key, row_index = key, index
-  for i in range(levels_y + 1):
-    if i:
-      # The lower block's cells all follow the upper's in row-major order:
-      # on a tie the upper block's is first.
-      lower_key = _shifted(row_key, 1 << (i - 1), 1, -np.inf)
-      lower = lower_key > row_key
-      row_key = jnp.where(lower, lower_key, row_key)
-      row_index = jnp.where(
-          lower, _shifted(row_index, 1 << (i - 1), 1, never), row_index)
-    block_key, block_index = row_key, row_index
-    for j in range(levels_x + 1):
-      if j:
-        block_key, block_index = _first_max(
-            block_key, block_index,
-            _shifted(block_key, 1 << (j - 1), 2, -np.inf),
-            _shifted(block_index, 1 << (j - 1), 2, never))
-      keys.append(block_key)
-      indices.append(block_index)
-  return jnp.stack(keys), jnp.stack(indices)
+  # Blocks are slices of the map with a border of -inf after it (padded
+  # once: shifts padded each time cost 4x more).
+  key = lax.pad(key, np.asarray(-np.inf, key.dtype),
+                ((0, 0, 0), (0, max(sizes_y) - 1, 0),
+                 (0, max(sizes_x) - 1, 0), (0, 0, 0)))
+  cell = (lax.broadcasted_iota(jnp.int32, key.shape, 1) << 16
+          | lax.broadcasted_iota(jnp.int32, key.shape, 2))
+  shape = (n, len(sizes_y) * len(sizes_x), h, w, c)
+  # Written level by level in place: a stack of the levels is one loop
+  # that XLA emits 2x slower.
+  keys = jnp.zeros(shape, key.dtype)
+  cells = jnp.zeros(shape, jnp.int32)
+  for j, (row_key, row_cell) in enumerate(_blocks(key, cell, sizes_x, 2)):
+    for i, (block_key, block_cell) in enumerate(
+        _blocks(row_key, row_cell, sizes_y, 1)):
+      keys = keys.at[:, i * len(sizes_x) + j].set(block_key[:, :h, :w])
+      if with_cells:
+        cells = cells.at[:, i * len(sizes_x) + j].set(block_cell[:, :h, :w])
+  return (keys, cells) if with_cells else keys
 
 
-def _level(length: jax.Array, levels: int) -> jax.Array:
-  """``floor(log2(length))`` for ``length >= 1``, at most ``levels``."""
-  return sum(((length >= (2 << k)).astype(jnp.int32) for k in range(levels)),
-             jnp.zeros_like(length))
+def _lookups(start, end, sizes: tuple[int, ...], lookups: int, hi: int):
+  """Per bin ``[start, end)`` of one axis (each ``(K, n)``, non-empty but
+  for clipped bins), the level of its blocks and their ``lookups``
+  starts ``(K, n, lookups)``: the largest size that fits in the bin,
+  blocks from its start, the last one ending at its end."""
+  length = jnp.maximum(end - start, 1)
+  level = sum(((length >= s).astype(jnp.int32) for s in sizes[1:]),
+              jnp.zeros_like(length))
+  size = jnp.asarray(sizes, jnp.int32)[level]
+  steps = jnp.arange(lookups, dtype=jnp.int32)[None, None, :]
+  at = jnp.minimum(start[..., None] + steps * size[..., None],
+                   (start + length - size)[..., None])
+  return level, jnp.clip(at, 0, hi - 1)
 
 
 @jax.custom_jvp
-def _at_maximum(x: jax.Array, value: jax.Array, b: jax.Array, row: jax.Array,
-                col: jax.Array) -> jax.Array:
-  """``value``, the maximum of each bin found at ``(b, row, col)`` of ``x``
-  (per channel), with the derivative of reading ``x`` there: the gradient
-  reaches only that cell. The value itself is not read again."""
-  del x, b, row, col
+def _at_maximum(x: jax.Array, value: jax.Array, image: jax.Array,
+                cell: jax.Array) -> jax.Array:
+  """``value``, the pooled bins (``(K, ph, pw, C)``), each found in
+  ``image`` (``(K,)``) at ``cell`` (``row << 16 | col``, in its own
+  channel; out of bounds for none), with the derivative of reading ``x``
+  there: the gradient reaches only that element. The value itself is not
+  read again."""
+  del x, image, cell
   return value
 
 
 @_at_maximum.defjvp
 def _at_maximum_jvp(primals, tangents):
-  x, value, b, row, col = primals
-  t = tangents[0]
-  channel = jnp.arange(x.shape[-1])[None, None, None, :]
-  # The primal through the rule again, so that higher orders see it.
-  return (_at_maximum(x, value, b, row, col),
-          t[b[:, None, None, None], row, col, channel])
+  x, value, image, cell = primals
+  channel = lax.broadcasted_iota(jnp.int32, cell.shape, cell.ndim - 1)
+  # An index per spatial dim (one into the flat map is 1.3x faster): XLA
+  # splits those over devices, never a flattened map. Width and channels
+  # as one dim, split as the width.
+  at = (jnp.broadcast_to(image[:, None, None, None], cell.shape), cell >> 16,
+        (cell & 0xFFFF) * x.shape[-1] + channel)
+  # The primal goes through the rule again, so that higher orders see it.
+  return (_at_maximum(x, value, image, cell),
+          tangents[0].reshape(*x.shape[:2], -1).at[at].get(
+              mode="fill", fill_value=0))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))
+def _first_maxima(search, shape, x: jax.Array, *bins: jax.Array) -> jax.Array:
+  """``search(key, *bins)``: the pooled bins, of ``shape``, with the
+  derivative of each bin's first maximum in row-major order (the search's
+  cell of it, in the image ``bins[0]``). The primal finds the maxima
+  alone."""
+  return _ungrouped(search(_keys(x), *bins, with_index=False), shape)
+
+
+@_first_maxima.defjvp
+def _first_maxima_jvp(search, shape, primals, tangents):
+  x, *bins = primals
+  # The maxima as the primal finds them, the cells by their own search: a
+  # search for both would keep its lookups (XLA copies those that two
+  # loops share). The cells in the output's layout: XLA transposes the
+  # other way (the cotangent's) 10x slower.
+  value = search(_keys(x), *bins, with_index=False)
+  cell = search(_keys(x), *bins, with_index=True)
+  return _at_maximum_jvp(
+      (x, _ungrouped(value, shape), bins[0], _ungrouped(cell, shape)),
+      (tangents[0], None, None, None))
+
+
+def _ungrouped(v: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+  """``(G, M, g)`` groups of channels (``G * g >= C``) as one array of
+  ``shape``, ``(..., C)``."""
+  v = jnp.moveaxis(v, 0, 1).reshape(*shape[:-1], -1)
+  return v[..., :shape[-1]]
+
+
+def _keys(x: jax.Array) -> jax.Array:
+  """What the kernel's scan compares: it starts from -FLT_MAX and takes a
+  cell only if it is greater, so NaN, -inf and -FLT_MAX itself (here
+  -inf) are never taken."""
+  value = lax.stop_gradient(x)
+  lowest = np.asarray(-np.finfo(np.float32).max, x.dtype)
+  return jnp.where(value > lowest, value, np.asarray(-np.inf, x.dtype))
+
+
+def _bin_values(best, empty):
+  """The kernel's output from each bin's largest key ``best`` (``(M,
+  g)``): 0 for an ``empty`` bin (``(M,)``), -FLT_MAX for one of only NaN,
+  -inf or -FLT_MAX."""
+  lowest = np.asarray(-np.finfo(np.float32).max, best.dtype)
+  return jnp.where(empty[:, None], jnp.zeros((), best.dtype),
+                   jnp.where(best == -np.inf, lowest, best))
+
+
+def _bin_cells(best, cell, empty):
+  """Each bin's first maximum ``cell``, out of bounds where the kernel
+  passes no gradient (see :func:`_bin_values`)."""
+  return jnp.where(empty[:, None] | (best == -np.inf),
+                   np.iinfo(np.int32).max, cell)
+
+
+def _table_search(key: jax.Array, b, y0, y1, x0, x1, empty, *, plan,
+                  with_index: bool):
+  """The pooled bins ``[y0, y1) x [x0, x1)`` of image ``b`` (each ``(K,
+  ph)`` or ``(K, pw)``, bins of at least one cell but where ``empty``,
+  ``(K, ph, pw)``), and with ``with_index`` the cell of each one's first
+  maximum (see :func:`_bin_cells`): lookups in tables of block maxima with
+  ``plan``'s block sizes and lookups per axis, ``g`` channels at a time.
+  ``(C / g, K * ph * pw, g)``."""
+  ((sizes_y, my), (sizes_x, mx)), group = plan
+  _, h, w, c = key.shape
+  level_y, rows = _lookups(y0, y1, sizes_y, my, h)
+  level_x, cols = _lookups(x0, x1, sizes_x, mx, w)
+  level = level_y[:, :, None] * len(sizes_x) + level_x[:, None, :]
+  # (K * ph * pw,) each per lookup: a block's image and level, row and
+  # column. An index per spatial dim: XLA splits those over devices, never
+  # a flattened map.
+  levels = len(sizes_y) * len(sizes_x)
+  flat = lambda v: jnp.broadcast_to(v, level.shape).reshape(-1)
+  at = [(flat(b[:, None, None] * levels + level), flat(rows[:, :, None, i]),
+         flat(cols[:, None, :, j])) for i in range(my) for j in range(mx)]
+  empty = empty.reshape(-1)
+  # With the index, ``group`` channels at a time: the tables of a group
+  # stay in cache (2x faster at 32 channels than 256); the maxima alone
+  # are fastest at once (3x). The cells' loop runs at least twice: XLA
+  # inlines a loop of one trip and then fuses the search into each part
+  # of the gradient's index (10x slower); a lone group has a copy of
+  # -inf after it.
+  groups = 2 if with_index and group == c else -(-c // group)
+  if not with_index:
+    group, groups = c, 1
+  key = jnp.pad(key, ((0, 0),) * 3 + ((0, groups * group - c),),
+                constant_values=-np.inf)
+  chunks = jnp.moveaxis(key.reshape(*key.shape[:3], groups, group), 3, 0)
+
+  def search(_, chunk):
+    if not with_index:
+      keys = _block_tables(chunk, sizes_y, sizes_x, False)
+      keys = keys.reshape(-1, *keys.shape[2:])
+      best = functools.reduce(jnp.maximum, [
+          keys.at[a].get(mode="clip") for a in at])
+      return None, _bin_values(best, empty)
+    # The first cell in row-major order of each bin's maximum: the first
+    # of those of the blocks that hold it.
+    keys, cells = _block_tables(chunk, sizes_y, sizes_x, True)
+    keys = keys.reshape(-1, *keys.shape[2:])
+    cells = cells.reshape(-1, *cells.shape[2:])
+
+    def read(a):
+      return keys.at[a].get(mode="clip"), cells.at[a].get(mode="clip")
+
+    first, cell = read(at[0])
+    for a in at[1:]:
+      key_a, cell_a = read(a)
+      take = (key_a > first) | ((key_a == first) & (cell_a < cell))
+      first = jnp.where(take, key_a, first)
+      cell = jnp.where(take, cell_a, cell)
+    return None, _bin_cells(first, cell, empty)
+
+  return lax.scan(search, None, chunks)[1]
+
+
+def _cell_search(key: jax.Array, b, y0, y1, x0, x1, empty, *, bounds,
+                 with_index: bool):
+  """:func:`_table_search` by a scan of each bin's first ``bounds`` cells
+  (a gather of them all), all channels at once."""
+  _, h, w, c = key.shape
+  ty, tx = bounds
+  k, ph, pw = b.shape[0], y0.shape[1], x0.shape[1]
+  # (K, ph, pw, ty * tx) cells in torchvision's scan order (rows outer).
+  row_cells = y0[..., None] + jnp.arange(ty)[None, None, :]
+  col_cells = x0[..., None] + jnp.arange(tx)[None, None, :]
+  valid = ((row_cells < y1[..., None])[:, :, None, :, None]
+           & (col_cells < x1[..., None])[:, None, :, None, :])
+  row_cells = jnp.clip(row_cells, 0, h - 1)
+  col_cells = jnp.clip(col_cells, 0, w - 1)
+  cells = key[b[:, None, None, None, None],
+              row_cells[:, :, None, :, None],
+              col_cells[:, None, :, None, :]]
+  cells = jnp.where(valid[..., None], cells, -np.inf).reshape(
+      k, ph, pw, ty * tx, c)
+  best = jnp.max(cells, axis=3).reshape(-1, c)
+  empty = empty.reshape(-1)
+  if not with_index:
+    return _bin_values(best, empty)[None]
+  first = jnp.argmax(cells, axis=3)
+  row = jnp.take_along_axis(row_cells[:, :, None, :, None],
+                            (first // tx)[:, :, :, None, :], axis=3)
+  col = jnp.take_along_axis(col_cells[:, None, :, :, None],
+                            (first % tx)[:, :, :, None, :], axis=3)
+  cell = row[:, :, :, 0] << 16 | col[:, :, :, 0]
+  return _bin_cells(best, cell.reshape(-1, c), empty)[None]
 
 
 def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
@@ -391,87 +590,45 @@ def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
   # RoI of at most h + 1 cells, so a bin spans at most ceil((h+1)/ph) + 1.
   ty = min(h, -(-(h + 1) // ph) + 1)
   tx = min(w, -(-(w + 1) // pw) + 1)
-  # Bins read from sparse tables: a bin of up to 2**(i+1) rows is the union
-  # of two blocks of 2**i (they may overlap: a maximum is a maximum), so
-  # each bin is four lookups whatever its size. The tables hold a copy of
-  # the map per level; past the plan's "roi_table_log2", each bin's cells
-  # are enumerated up to the bound instead.
-  levels_y = ty.bit_length() - 1
-  levels_x = tx.bit_length() - 1
   # Per image where the batch is symbolic (jax.export).
   images = 1 if is_symbolic(n) else n
-  elements = (levels_y + 1) * (levels_x + 1) * images * h * w * c
 
   def tuned(platform):
-    return elements <= 1 << _plan_table.parameters(platform)["roi_table_log2"]
+    table = _plan_table.parameters(platform)
+    k = 1 if is_symbolic(boxes.shape[0]) else boxes.shape[0]
+    (sizes_y, _), (sizes_x, _) = blocks = _block_plan(
+        (ty, tx), images * h * w * c, k * ph * pw * c,
+        table["roi_lookup_percent"])
+    levels = len(sizes_y) * len(sizes_x)
+    # (Cells are row << 16 | col in int32.)
+    if (levels * images * h * w * c > 1 << table["roi_table_log2"]
+        or h + ty > 1 << 15 or w + tx > 1 << 16):
+      return None
+    # The channels searched at a time for the gradient's index: their
+    # tables hold at most 2**roi_group_log2 elements.
+    group = 1 << table["roi_group_log2"]
+    return blocks, _channel_group(c, group // (levels * images * h * w))
 
   return _lowering.per_platform(
-      tuned, lambda tables: functools.partial(
+      tuned, lambda plan: functools.partial(
           _max_pool_search, out_hw=out_hw, scale=scale, bounds=(ty, tx),
-          tables=tables), x, boxes)
+          plan=plan), x, boxes)
 
 
 def _max_pool_search(x: jax.Array, boxes: jax.Array, *,
                      out_hw: tuple[int, int], scale: float,
-                     bounds: tuple[int, int], tables: bool) -> jax.Array:
+                     bounds: tuple[int, int], plan) -> jax.Array:
   """:func:`_max_pool_bins` with bins of at most ``bounds`` cells, read
-  from sparse tables or (not ``tables``) by a scan of their cells."""
+  from tables of block maxima (``plan``: the block sizes and lookups per
+  axis) or (no plan) by a scan of their cells."""
   _, h, w, c = x.shape
   ph, pw = out_hw
   ty, tx = bounds
   acc, _ = accumulation_dtype(x.dtype)
-  levels_y = ty.bit_length() - 1
-  levels_x = tx.bit_length() - 1
-  # The kernel's scan starts from -FLT_MAX and takes a cell only if it is
-  # greater: NaN, -inf and -FLT_MAX itself are never taken.
-  kind = x.dtype if jnp.issubdtype(x.dtype, jnp.floating) else np.float32
-  lowest = np.asarray(-np.finfo(np.float32).max, kind)
-  value = lax.stop_gradient(x).astype(kind)
-  key = jnp.where(value > lowest, value, np.asarray(-np.inf, kind))
-  if tables:
-    keys_table, index_table = _block_tables(key, levels_y, levels_x)
-
-  def search(b, y0, y1, x0, x1):
-    """The first maximum of each bin: ``(K, ph, pw, C)`` key, row, column."""
-    k = b.shape[0]
-    if tables:
-      iy = _level(jnp.maximum(y1 - y0, 1), levels_y)
-      ix = _level(jnp.maximum(x1 - x0, 1), levels_x)
-      # A longer bin (of a box past the map) keeps its first cells.
-      y1 = jnp.minimum(y1, y0 + (2 << iy))
-      x1 = jnp.minimum(x1, x0 + (2 << ix))
-      rows = jnp.clip(jnp.stack([y0, y1 - (1 << iy)], -1), 0, h - 1)
-      cols = jnp.clip(jnp.stack([x0, x1 - (1 << ix)], -1), 0, w - 1)
-      at = ((iy[:, :, None] * (levels_x + 1) + ix[:, None, :])[
-          :, :, :, None, None], b[:, None, None, None, None],
-            rows[:, :, None, :, None], cols[:, None, :, None, :])
-      # (K, ph, pw, 4, C): the four blocks' first maxima.
-      block_key = keys_table[at].reshape(k, ph, pw, 4, c)
-      block_index = index_table[at].reshape(k, ph, pw, 4, c)
-      best_key, best = block_key[:, :, :, 0], block_index[:, :, :, 0]
-      for q in range(1, 4):
-        best_key, best = _first_max(best_key, best, block_key[:, :, :, q],
-                                    block_index[:, :, :, q])
-      return best_key, best // w, best % w
-    # (K, ph, pw, ty * tx) cells in torchvision's scan order (rows outer).
-    row_cells = y0[..., None] + jnp.arange(ty)[None, None, :]
-    col_cells = x0[..., None] + jnp.arange(tx)[None, None, :]
-    valid = ((row_cells < y1[..., None])[:, :, None, :, None]
-             & (col_cells < x1[..., None])[:, None, :, None, :])
-    row_cells = jnp.clip(row_cells, 0, h - 1)
-    col_cells = jnp.clip(col_cells, 0, w - 1)
-    cells = key[b[:, None, None, None, None],
-                row_cells[:, :, None, :, None],
-                col_cells[:, None, :, None, :]]
-    cells = jnp.where(valid[..., None], cells, -np.inf).reshape(
-        k, ph, pw, ty * tx, c)
-    first = jnp.argmax(cells, axis=3)
-    best_key = jnp.max(cells, axis=3)
-    row = jnp.take_along_axis(row_cells[:, :, None, :, None],
-                              (first // tx)[:, :, :, None, :], axis=3)
-    col = jnp.take_along_axis(col_cells[:, None, :, :, None],
-                              (first % tx)[:, :, :, None, :], axis=3)
-    return best_key, row[:, :, :, 0], col[:, :, :, 0]
+  if plan:
+    search = functools.partial(_table_search, plan=plan)
+  else:
+    search = functools.partial(_cell_search, bounds=bounds)
 
   def pool(boxes):
     boxes = lax.stop_gradient(boxes)
@@ -482,17 +639,23 @@ def _max_pool_search(x: jax.Array, boxes: jax.Array, *,
     y0, y1 = _bin_ends(corner[:, 1], rh, ph, h)
     x0, x1 = _bin_ends(corner[:, 0], rw, pw, w)
     empty = (y1 <= y0)[:, :, None] | (x1 <= x0)[:, None, :]
-    best_key, row, col = search(b, y0, y1, x0, x1)
-    none = best_key == -np.inf  # Only NaN, -inf or -FLT_MAX in the bin.
-    out = _at_maximum(x, best_key.astype(x.dtype), b, jnp.where(none, 0, row),
-                      jnp.where(none, 0, col))
-    out = jnp.where(none, lowest.astype(x.dtype), out)
-    return jnp.where(empty[..., None], jnp.zeros((), x.dtype), out)
+    # A longer bin (of a box past the map) keeps its first cells.
+    return _first_maxima(search, (b.shape[0], ph, pw, c), x, b, y0,
+                         jnp.minimum(y1, y0 + ty), x0,
+                         jnp.minimum(x1, x0 + tx), empty)
 
-  # The table lookups are four per bin and short-lived: grouped as the
-  # output is, where a scan holds every cell of its bins.
-  per_roi = ph * pw * c * (1 if tables else ty * tx)
+  # A scan holds every cell of its bins; the tables' lookups are grouped
+  # as the output is.
+  per_roi = ph * pw * c * (1 if plan else ty * tx)
   return _over_rois(pool, boxes, per_roi)
+
+
+def _channel_group(c: int, fits: int) -> int:
+  """The largest divisor of ``c`` that is at most ``fits`` or 16, whichever
+  is larger, and below ``c`` where one of 16 or more is. (XLA's loops over
+  fewer channels, gathers of a few bytes each, ran 10x slower.)"""
+  bound = min(c if c < 32 else c // 2, max(fits, 16))
+  return max(d for d in range(1, bound + 1) if c % d == 0)
 
 
 def _avg_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
@@ -560,15 +723,17 @@ def roi_pool(x: ArrayLike, boxes: BoxesLike, output_size: Any,
   maximum of its bin, 0 for an empty bin. The gradient goes to the first
   maximum in row-major order, as torchvision's kernel.
 
-  Each bin is four lookups in sparse tables of the map's block maxima
-  (Bentley & Saxe), whatever its size: the work grows with the number of
-  boxes, not their area. The tables cover bins of up to ``2 ** (1 +
-  floor(log2(B)))`` rows, ``B = min(H, ceil((H + 1) / ph) + 1)``, and
-  likewise columns: exact for every box within the map (corners in ``[0,
-  W]`` by ``[0, H]`` after scaling); a bin of a larger box keeps only its
-  first rows and columns up to that bound. For maps whose tables would
-  hold more than 2**27 elements (one image's, with a symbolic batch), each
-  bin's first ``B`` rows and columns are scanned instead.
+  Each bin is a few lookups in tables of the map's block maxima (blocks
+  of 1 and ``s`` cells per axis, say, read ``s`` or fewer at a time,
+  overlapping), whatever its size: the work grows with the number of
+  boxes, not their area; the sizes are those of least work for the map
+  and the number of boxes. Bins span at most ``B = min(H, ceil((H + 1) /
+  ph) + 1)`` rows, and likewise columns, for every box within the map
+  (corners in ``[0, W]`` by ``[0, H]`` after scaling): exact for those; a
+  bin of a larger box keeps only its first ``B`` rows and columns. For
+  maps whose tables would hold more than 2**27 elements (one image's, with
+  a symbolic batch), each bin's cells are scanned instead, to the same
+  bound.
 
   Shapes: ``x`` is ``(N, H, W, C)`` (``(N, C, H, W)`` with
   ``channels_first``); the output is ``(K, ph, pw, C)`` (``(K, C, ph,

@@ -22,7 +22,7 @@ from hypothesis import given, settings, strategies as st
 
 import jaxpool
 import torchvision_cpu as tv
-from jaxpool import _plan_table
+from jaxpool import _plan_table, _roi
 
 N, C, H, W = 2, 3, 9, 11
 # Boxes within the map, partly and wholly outside it, degenerate (zero and
@@ -114,6 +114,64 @@ def test_roi_align_matches_the_kernel_outside_the_map(ratio, aligned):
   got = _run("roi_align", x, boxes, False, output_size=(2, 3),
              sampling_ratio=ratio, aligned=aligned)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _block_plans():
+  """Every way ``_block_options`` covers the bins of the tests' map (at most
+  5 rows and 7 columns to 3x2 bins) on each axis, in pairs, with groups of
+  2 and all 6 channels."""
+  ys = list(_roi._block_options(5))
+  xs = list(_roi._block_options(7))
+  count = max(len(ys), len(xs))
+  return [((ys[i % len(ys)], xs[i % len(xs)]), 2 if i % 2 else 6)
+          for i in range(count)]
+
+
+@pytest.mark.parametrize("blocks, group", _block_plans(), ids=str)
+def test_roi_pool_every_block_plan_matches_the_kernel(blocks, group,
+                                                      monkeypatch):
+  # Whichever block sizes, lookups and channel groups a table picks: the
+  # kernel's values, and its gradient to the first maximum of each bin in
+  # row-major order, among ties of both signs of zero, NaN, -inf and
+  # -FLT_MAX.
+  x = _map(16, (N, 6, H, W))
+  x[0, 0, 1:6, 2:8] = 0.25
+  x[1, 1, :, :] = np.where(np.arange(W) % 3, 0.0, -0.0)
+  x[0, 2, 2:5, :4] = np.nan
+  x[1, 3, 4:, 5:] = -np.inf
+  x[1, 3, 5, 7] = -np.finfo(np.float32).max
+  x[0, 4, ::2, 1::2] = 0.4
+  # Three values: ties in every bin, across overlapping blocks.
+  x[:, 5] = np.random.default_rng(18).integers(0, 3, (N, H, W)) / 4
+  boxes = np.concatenate([INSIDE, OUTSIDE, [[0, 0.0, 0.0, 3.0, 3.0],
+                                            [1, 1.0, 2.0, 8.0, 7.0]]])
+  monkeypatch.setattr(_roi, "_block_plan", lambda *_: blocks)
+  monkeypatch.setattr(_roi, "_channel_group", lambda c, fits: group)
+  _jitted.cache_clear()
+  want, arg = tv.roi_pool(x, boxes, 3, 2, 1.0)
+  g = np.random.default_rng(17).standard_normal(want.shape).astype(
+      np.float32)
+  got, dx = _run("roi_pool", x, boxes, False, g, output_size=(3, 2))
+  _jitted.cache_clear()
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_allclose(dx, tv.roi_pool_grad(x.shape, boxes, arg, g),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_block_options_cover_every_bin():
+  # Each option covers every bin length up to its bound with its lookups
+  # of the largest block that fits; the plan is the cheapest of them.
+  for bound in range(1, 30):
+    for sizes, lookups in _roi._block_options(bound):
+      assert sizes[0] == 1 and max(sizes) <= bound
+      for length in range(1, bound + 1):
+        size = max(s for s in sizes if s <= length)
+        assert lookups * size >= length, (bound, sizes, lookups, length)
+  plan = _roi._block_plan((9, 11), 1000, 1000, 10)
+  cost = lambda p: (100 * len(p[0][0]) * len(p[1][0]) * 1000
+                    + 10 * p[0][1] * p[1][1] * 1000)
+  assert all(cost(plan) <= cost((y, x))
+             for y in _roi._block_options(9) for x in _roi._block_options(11))
 
 
 @settings(max_examples=8, deadline=None)
@@ -238,6 +296,64 @@ def test_roi_pool_skips_nan_and_the_lowest_values_as_the_kernel(search):
   assert np.any(want == lowest)
   np.testing.assert_allclose(dx, tv.roi_pool_grad(x.shape, boxes, arg, g),
                              rtol=1e-6, atol=1e-6)
+
+
+def _block_plans():
+  """Every way ``_block_options`` covers the bins of the tests' map (at most
+  5 rows and 7 columns to 3x2 bins) on each axis, in pairs, with groups of
+  2 and all 6 channels."""
+  ys = list(_roi._block_options(5))
+  xs = list(_roi._block_options(7))
+  count = max(len(ys), len(xs))
+  return [((ys[i % len(ys)], xs[i % len(xs)]), 2 if i % 2 else 6)
+          for i in range(count)]
+
+
+@pytest.mark.parametrize("blocks, group", _block_plans(), ids=str)
+def test_roi_pool_every_block_plan_matches_the_kernel(blocks, group,
+                                                      monkeypatch):
+  # Whichever block sizes, lookups and channel groups a table picks: the
+  # kernel's values, and its gradient to the first maximum of each bin in
+  # row-major order, among ties of both signs of zero, NaN, -inf and
+  # -FLT_MAX.
+  x = _map(16, (N, 6, H, W))
+  x[0, 0, 1:6, 2:8] = 0.25
+  x[1, 1, :, :] = np.where(np.arange(W) % 3, 0.0, -0.0)
+  x[0, 2, 2:5, :4] = np.nan
+  x[1, 3, 4:, 5:] = -np.inf
+  x[1, 3, 5, 7] = -np.finfo(np.float32).max
+  x[0, 4, ::2, 1::2] = 0.4
+  # Three values: ties in every bin, across overlapping blocks.
+  x[:, 5] = np.random.default_rng(18).integers(0, 3, (N, H, W)) / 4
+  boxes = np.concatenate([INSIDE, OUTSIDE, [[0, 0.0, 0.0, 3.0, 3.0],
+                                            [1, 1.0, 2.0, 8.0, 7.0]]])
+  monkeypatch.setattr(_roi, "_block_plan", lambda *_: blocks)
+  monkeypatch.setattr(_roi, "_channel_group", lambda c, fits: group)
+  _jitted.cache_clear()
+  want, arg = tv.roi_pool(x, boxes, 3, 2, 1.0)
+  g = np.random.default_rng(17).standard_normal(want.shape).astype(
+      np.float32)
+  got, dx = _run("roi_pool", x, boxes, False, g, output_size=(3, 2))
+  _jitted.cache_clear()
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_allclose(dx, tv.roi_pool_grad(x.shape, boxes, arg, g),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_block_options_cover_every_bin():
+  # Each option covers every bin length up to its bound with its lookups
+  # of the largest block that fits; the plan is the cheapest of them.
+  for bound in range(1, 30):
+    for sizes, lookups in _roi._block_options(bound):
+      assert sizes[0] == 1 and max(sizes) <= bound
+      for length in range(1, bound + 1):
+        size = max(s for s in sizes if s <= length)
+        assert lookups * size >= length, (bound, sizes, lookups, length)
+  plan = _roi._block_plan((9, 11), 1000, 1000, 10)
+  cost = lambda p: (100 * len(p[0][0]) * len(p[1][0]) * 1000
+                    + 10 * p[0][1] * p[1][1] * 1000)
+  assert all(cost(plan) <= cost((y, x))
+             for y in _roi._block_options(9) for x in _roi._block_options(11))
 
 
 @settings(max_examples=8, deadline=None)
