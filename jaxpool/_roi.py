@@ -644,9 +644,9 @@ def _max_pool_search(x: jax.Array, boxes: jax.Array, *,
                          jnp.minimum(y1, y0 + ty), x0,
                          jnp.minimum(x1, x0 + tx), empty)
 
-  # A scan holds every cell of its bins; the tables' lookups are grouped
-  # as the output is.
-  per_roi = ph * pw * c * (1 if plan else ty * tx)
+  # A scan holds every cell of its bins at once; the tables' lookups are
+  # fused into their loops (grouped under lax.map, 2x slower).
+  per_roi = 1 if plan else ph * pw * c * ty * tx
   return _over_rois(pool, boxes, per_roi)
 
 

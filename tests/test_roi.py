@@ -158,6 +158,24 @@ def test_roi_pool_every_block_plan_matches_the_kernel(blocks, group,
                              rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_roi_pool_half_precision(dtype):
+  # Half-precision maps pool as their float32 values do, in their dtype.
+  x = _map(19, (N, 6, H, W)).astype(dtype).astype(np.float32)
+  boxes = np.concatenate([INSIDE, OUTSIDE])
+  want, arg = tv.roi_pool(x, boxes, 3, 2, 1.0)
+  g = np.random.default_rng(20).standard_normal(want.shape).astype(dtype)
+  fn = lambda x: jaxpool.roi_pool(x, boxes, (3, 2), channels_first=True)
+  got, vjp = jax.vjp(fn, jnp.asarray(x, dtype))
+  assert got.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(got, np.float32), want)
+  dx = vjp(jnp.asarray(g))[0]
+  np.testing.assert_allclose(
+      np.asarray(dx, np.float32),
+      tv.roi_pool_grad(x.shape, boxes, arg, g.astype(np.float32)),
+      rtol=1e-2, atol=1e-2)
+
+
 def test_block_options_cover_every_bin():
   # Each option covers every bin length up to its bound with its lookups
   # of the largest block that fits; the plan is the cheapest of them.
@@ -338,6 +356,24 @@ def test_roi_pool_every_block_plan_matches_the_kernel(blocks, group,
   np.testing.assert_array_equal(got, want)
   np.testing.assert_allclose(dx, tv.roi_pool_grad(x.shape, boxes, arg, g),
                              rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
+def test_roi_pool_half_precision(dtype):
+  # Half-precision maps pool as their float32 values do, in their dtype.
+  x = _map(19, (N, 6, H, W)).astype(dtype).astype(np.float32)
+  boxes = np.concatenate([INSIDE, OUTSIDE])
+  want, arg = tv.roi_pool(x, boxes, 3, 2, 1.0)
+  g = np.random.default_rng(20).standard_normal(want.shape).astype(dtype)
+  fn = lambda x: jaxpool.roi_pool(x, boxes, (3, 2), channels_first=True)
+  got, vjp = jax.vjp(fn, jnp.asarray(x, dtype))
+  assert got.dtype == dtype
+  np.testing.assert_array_equal(np.asarray(got, np.float32), want)
+  dx = vjp(jnp.asarray(g))[0]
+  np.testing.assert_allclose(
+      np.asarray(dx, np.float32),
+      tv.roi_pool_grad(x.shape, boxes, arg, g.astype(np.float32)),
+      rtol=1e-2, atol=1e-2)
 
 
 def test_block_options_cover_every_bin():
