@@ -382,13 +382,14 @@ def _block_tables(key: jax.Array, sizes_y: tuple[int, ...],
   # Written level by level in place: a stack of the levels is one loop
   # that XLA emits 2x slower.
   keys = jnp.zeros(shape, key.dtype)
-  cells = jnp.zeros(shape, jnp.int32)
+  cells = jnp.zeros(shape, jnp.int32) if with_cells else None
   for j, (row_key, row_cell) in enumerate(_blocks(key, cell, sizes_x, 2)):
     for i, (block_key, block_cell) in enumerate(
         _blocks(row_key, row_cell, sizes_y, 1)):
-      keys = keys.at[:, i * len(sizes_x) + j].set(block_key[:, :h, :w])
+      level = i * len(sizes_x) + j
+      keys = keys.at[:, level].set(block_key[:, :h, :w])
       if with_cells:
-        cells = cells.at[:, i * len(sizes_x) + j].set(block_cell[:, :h, :w])
+        cells = cells.at[:, level].set(block_cell[:, :h, :w])
   return (keys, cells) if with_cells else keys
 
 

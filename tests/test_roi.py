@@ -11,6 +11,7 @@ torchvision's CPU kernels are the reference for every box, and for
 from __future__ import annotations
 
 import functools
+from unittest import mock
 
 import jax
 import jax.test_util
@@ -114,82 +115,6 @@ def test_roi_align_matches_the_kernel_outside_the_map(ratio, aligned):
   got = _run("roi_align", x, boxes, False, output_size=(2, 3),
              sampling_ratio=ratio, aligned=aligned)
   np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
-
-
-def _block_plans():
-  """Every way ``_block_options`` covers the bins of the tests' map (at most
-  5 rows and 7 columns to 3x2 bins) on each axis, in pairs, with groups of
-  2 and all 6 channels."""
-  ys = list(_roi._block_options(5))
-  xs = list(_roi._block_options(7))
-  count = max(len(ys), len(xs))
-  return [((ys[i % len(ys)], xs[i % len(xs)]), 2 if i % 2 else 6)
-          for i in range(count)]
-
-
-@pytest.mark.parametrize("blocks, group", _block_plans(), ids=str)
-def test_roi_pool_every_block_plan_matches_the_kernel(blocks, group,
-                                                      monkeypatch):
-  # Whichever block sizes, lookups and channel groups a table picks: the
-  # kernel's values, and its gradient to the first maximum of each bin in
-  # row-major order, among ties of both signs of zero, NaN, -inf and
-  # -FLT_MAX.
-  x = _map(16, (N, 6, H, W))
-  x[0, 0, 1:6, 2:8] = 0.25
-  x[1, 1, :, :] = np.where(np.arange(W) % 3, 0.0, -0.0)
-  x[0, 2, 2:5, :4] = np.nan
-  x[1, 3, 4:, 5:] = -np.inf
-  x[1, 3, 5, 7] = -np.finfo(np.float32).max
-  x[0, 4, ::2, 1::2] = 0.4
-  # Three values: ties in every bin, across overlapping blocks.
-  x[:, 5] = np.random.default_rng(18).integers(0, 3, (N, H, W)) / 4
-  boxes = np.concatenate([INSIDE, OUTSIDE, [[0, 0.0, 0.0, 3.0, 3.0],
-                                            [1, 1.0, 2.0, 8.0, 7.0]]])
-  monkeypatch.setattr(_roi, "_block_plan", lambda *_: blocks)
-  monkeypatch.setattr(_roi, "_channel_group", lambda c, fits: group)
-  _jitted.cache_clear()
-  want, arg = tv.roi_pool(x, boxes, 3, 2, 1.0)
-  g = np.random.default_rng(17).standard_normal(want.shape).astype(
-      np.float32)
-  got, dx = _run("roi_pool", x, boxes, False, g, output_size=(3, 2))
-  _jitted.cache_clear()
-  np.testing.assert_array_equal(got, want)
-  np.testing.assert_allclose(dx, tv.roi_pool_grad(x.shape, boxes, arg, g),
-                             rtol=1e-6, atol=1e-6)
-
-
-@pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
-def test_roi_pool_half_precision(dtype):
-  # Half-precision maps pool as their float32 values do, in their dtype.
-  x = _map(19, (N, 6, H, W)).astype(dtype).astype(np.float32)
-  boxes = np.concatenate([INSIDE, OUTSIDE])
-  want, arg = tv.roi_pool(x, boxes, 3, 2, 1.0)
-  g = np.random.default_rng(20).standard_normal(want.shape).astype(dtype)
-  fn = lambda x: jaxpool.roi_pool(x, boxes, (3, 2), channels_first=True)
-  got, vjp = jax.vjp(fn, jnp.asarray(x, dtype))
-  assert got.dtype == dtype
-  np.testing.assert_array_equal(np.asarray(got, np.float32), want)
-  dx = vjp(jnp.asarray(g))[0]
-  np.testing.assert_allclose(
-      np.asarray(dx, np.float32),
-      tv.roi_pool_grad(x.shape, boxes, arg, g.astype(np.float32)),
-      rtol=1e-2, atol=1e-2)
-
-
-def test_block_options_cover_every_bin():
-  # Each option covers every bin length up to its bound with its lookups
-  # of the largest block that fits; the plan is the cheapest of them.
-  for bound in range(1, 30):
-    for sizes, lookups in _roi._block_options(bound):
-      assert sizes[0] == 1 and max(sizes) <= bound
-      for length in range(1, bound + 1):
-        size = max(s for s in sizes if s <= length)
-        assert lookups * size >= length, (bound, sizes, lookups, length)
-  plan = _roi._block_plan((9, 11), 1000, 1000, 10)
-  cost = lambda p: (100 * len(p[0][0]) * len(p[1][0]) * 1000
-                    + 10 * p[0][1] * p[1][1] * 1000)
-  assert all(cost(plan) <= cost((y, x))
-             for y in _roi._block_options(9) for x in _roi._block_options(11))
 
 
 @settings(max_examples=8, deadline=None)
@@ -392,18 +317,34 @@ def test_block_options_cover_every_bin():
              for y in _roi._block_options(9) for x in _roi._block_options(11))
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=12, deadline=None)
 @given(st.lists(st.floats(-3, 14, width=32), min_size=4, max_size=4),
-       st.sampled_from([0.5, 1.0, 1.25]), st.sampled_from([(2, 2), (1, 3)]))
-def test_roi_pool_drawn_boxes(corners, scale, out_size):
+       st.sampled_from([0.5, 1.0, 1.25]), st.sampled_from([(2, 2), (1, 3)]),
+       st.booleans(), st.data())
+def test_roi_pool_drawn_boxes(corners, scale, out_size, ties, data):
+  # Any box within the map, on distinct values or three (ties everywhere),
+  # with block sizes and lookups drawn from every way of covering its bins.
   x = _map(7)
+  if ties:
+    x = (np.random.default_rng(21).integers(0, 3, x.shape) / 4).astype(
+        np.float32)
   boxes = np.array([[0, *corners]], np.float32)
   if max(corners[2] * scale, corners[3] * scale) > min(H, W) or min(
       corners[0], corners[1]) < 0:
     return  # Past the bound: bins keep their first cells.
-  want, _ = tv.roi_pool(x, boxes, *out_size, scale)
-  got = jaxpool.roi_pool(_nhwc(x), boxes, out_size, scale)
+  bounds = [min(n, -(-(n + 1) // p) + 1) for n, p in zip((H, W), out_size)]
+  blocks = tuple(data.draw(st.sampled_from(list(_roi._block_options(b))))
+                 for b in bounds)
+  want, arg = tv.roi_pool(x, boxes, *out_size, scale)
+  g = np.random.default_rng(22).standard_normal(want.shape).astype(
+      np.float32)
+  with mock.patch.object(_roi, "_block_plan", lambda *_: blocks):
+    got, vjp = jax.vjp(
+        lambda x: jaxpool.roi_pool(x, boxes, out_size, scale), _nhwc(x))
+    dx = _nchw(vjp(_nhwc(g))[0])
   np.testing.assert_array_equal(_nchw(got), want)
+  np.testing.assert_allclose(dx, tv.roi_pool_grad(x.shape, boxes, arg, g),
+                             rtol=1e-6, atol=1e-6)
 
 
 # ---------------------------------------------------------------------------
