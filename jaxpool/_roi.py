@@ -8,12 +8,14 @@ on a regular grid in each bin. The position-sensitive forms (R-FCN) read
 each bin from its own group of channels; the multi-scale form (FPN) pools
 each box from the pyramid level that its size maps to.
 
-Every RoI and bin is one vectorised gather: the taps of each bin (the cells
-of a RoI pooling bin, the bilinear corners of RoI Align's samples) are
-enumerated up to a static bound and masked beyond the bin's own count, so
-the shapes are static under ``jit`` and no Python loop runs over RoIs.
-Bounds are derived from the feature map's size and are exact for every box
-that lies within the map; see each function for what happens past them.
+Every RoI and bin is one vectorised gather: the taps of each bin (the
+bilinear corners of RoI Align's samples, the cells of a position-sensitive
+bin) are enumerated up to a static bound and masked beyond the bin's own
+count, so the shapes are static under ``jit`` and no Python loop runs over
+RoIs. RoI pooling reads each bin's maximum from tables of the map's block
+maxima instead, a few lookups per bin. Bounds are derived from the feature
+map's size and are exact for every box that lies within the map; see each
+function for what happens past them.
 """
 
 from __future__ import annotations
@@ -382,7 +384,7 @@ def _block_tables(key: jax.Array, sizes_y: tuple[int, ...],
   # Written level by level in place: a stack of the levels is one loop
   # that XLA emits 2x slower.
   keys = jnp.zeros(shape, key.dtype)
-  cells = jnp.zeros(shape, jnp.int32) if with_cells else None
+  cells = jnp.zeros(shape, jnp.int32)  # Dropped by XLA unless written.
   for j, (row_key, row_cell) in enumerate(_blocks(key, cell, sizes_x, 2)):
     for i, (block_key, block_cell) in enumerate(
         _blocks(row_key, row_cell, sizes_y, 1)):
