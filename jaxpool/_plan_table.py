@@ -96,8 +96,9 @@ DEFAULT_PARAMETERS: dict[str, int] = {
     # of one element of a table built: it picks the tables' block sizes.
     "roi_lookup_percent": 10,
     # roi_pool's gradient searches its tables for groups of channels whose
-    # tables hold at most 2**this elements.
+    # tables hold at most 2**this elements, and of at least roi_group_min.
     "roi_group_log2": 19,
+    "roi_group_min": 16,
 }
 
 _TAP_BOUNDS = ((4, "1-4"), (16, "5-16"), (64, "17-64"))

@@ -518,8 +518,8 @@ def _table_search(key: jax.Array, b, y0, y1, x0, x1, empty, *, plan,
   # are fastest at once (3x). The cells' loop runs at least twice: XLA
   # inlines a loop of one trip and then fuses the search into each part
   # of the gradient's index (10x slower); a lone group has a copy of
-  # -inf after it.
-  groups = 2 if with_index and group == c else -(-c // group)
+  # -inf after it, as are the channels past a multiple of the group.
+  groups = max(2, -(-c // group))
   if not with_index:
     group, groups = c, 1
   key = jnp.pad(key, ((0, 0),) * 3 + ((0, groups * group - c),),
@@ -608,9 +608,10 @@ def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
         or h + ty > 1 << 15 or w + tx > 1 << 16):
       return None
     # The channels searched at a time for the gradient's index: their
-    # tables hold at most 2**roi_group_log2 elements.
-    group = 1 << table["roi_group_log2"]
-    return blocks, _channel_group(c, group // (levels * images * h * w))
+    # tables hold at most 2**roi_group_log2 elements, but at least
+    # roi_group_min channels (fewer ran 3-10x slower on the CPU).
+    fits = (1 << table["roi_group_log2"]) // (levels * images * h * w)
+    return blocks, _channel_group(c, fits, table["roi_group_min"])
 
   return _lowering.per_platform(
       tuned, lambda plan: functools.partial(
@@ -653,12 +654,15 @@ def _max_pool_search(x: jax.Array, boxes: jax.Array, *,
   return _over_rois(pool, boxes, per_roi)
 
 
-def _channel_group(c: int, fits: int) -> int:
-  """The largest divisor of ``c`` that is at most ``fits`` or 16, whichever
-  is larger, and below ``c`` where one of 16 or more is. (XLA's loops over
-  fewer channels, gathers of a few bytes each, ran 10x slower.)"""
-  bound = min(c if c < 32 else c // 2, max(fits, 16))
-  return max(d for d in range(1, bound + 1) if c % d == 0)
+def _channel_group(c: int, fits: int, least: int) -> int:
+  """How many of ``c`` channels to search at a time: the largest divisor
+  of ``c`` from ``least`` to ``fits`` that leaves two groups or more, else
+  ``max(fits, least)`` (the channels padded to a multiple), at most
+  ``c``."""
+  fits = max(fits, least, 1)
+  divisors = [d for d in range(max(least, 1), min(fits, c // 2) + 1)
+              if c % d == 0]
+  return max(divisors) if divisors else min(fits, c)
 
 
 def _avg_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],

@@ -244,11 +244,11 @@ def test_roi_pool_skips_nan_and_the_lowest_values_as_the_kernel(search):
 def _block_plans():
   """Every way ``_block_options`` covers the bins of the tests' map (at most
   5 rows and 7 columns to 3x2 bins) on each axis, in pairs, with groups of
-  2 and all 6 channels."""
+  2 of its 6 channels, 4 (the last one padded) and all 6 (a lone group)."""
   ys = list(_roi._block_options(5))
   xs = list(_roi._block_options(7))
   count = max(len(ys), len(xs))
-  return [((ys[i % len(ys)], xs[i % len(xs)]), 2 if i % 2 else 6)
+  return [((ys[i % len(ys)], xs[i % len(xs)]), (2, 4, 6)[i % 3])
           for i in range(count)]
 
 
@@ -271,7 +271,7 @@ def test_roi_pool_every_block_plan_matches_the_kernel(blocks, group,
   boxes = np.concatenate([INSIDE, OUTSIDE, [[0, 0.0, 0.0, 3.0, 3.0],
                                             [1, 1.0, 2.0, 8.0, 7.0]]])
   monkeypatch.setattr(_roi, "_block_plan", lambda *_: blocks)
-  monkeypatch.setattr(_roi, "_channel_group", lambda c, fits: group)
+  monkeypatch.setattr(_roi, "_channel_group", lambda *_: group)
   _jitted.cache_clear()
   want, arg = tv.roi_pool(x, boxes, 3, 2, 1.0)
   g = np.random.default_rng(17).standard_normal(want.shape).astype(
@@ -299,6 +299,16 @@ def test_roi_pool_half_precision(dtype):
       np.asarray(dx, np.float32),
       tv.roi_pool_grad(x.shape, boxes, arg, g.astype(np.float32)),
       rtol=1e-2, atol=1e-2)
+
+
+def test_channel_groups():
+  # Divisors that leave two groups or more where there are some from the
+  # least to what fits; else what fits (the channels padded).
+  group = _roi._channel_group
+  assert [group(256, 19, 16), group(256, 77, 16), group(64, 77, 16),
+          group(1024, 38, 16), group(100, 200, 16)] == [16, 64, 32, 32, 50]
+  assert [group(3, 16, 16), group(17, 16, 16), group(31, 4, 16),
+          group(1, 16, 16), group(256, 0, 16)] == [3, 16, 16, 1, 16]
 
 
 def test_block_options_cover_every_bin():
