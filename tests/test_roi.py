@@ -301,6 +301,35 @@ def test_roi_pool_half_precision(dtype):
       rtol=1e-2, atol=1e-2)
 
 
+def test_roi_pool_under_vmap_jit_and_forward_mode(search):
+  # A stack of batches under vmap (values and gradients, both searches),
+  # traced boxes under jit, and jvp against the kernel's gradient.
+  x = _map(23)
+  boxes = np.concatenate([INSIDE, OUTSIDE])
+  want, arg = tv.roi_pool(x, boxes, 3, 2, 1.0)
+  g = np.random.default_rng(24).standard_normal(want.shape).astype(
+      np.float32)
+  fn = lambda x, b: jaxpool.roi_pool(x, b, (3, 2), channels_first=True)
+  loss = lambda x, b: jnp.vdot(fn(x, b), g)
+  stack = jnp.stack([jnp.asarray(x), -jnp.asarray(x)])
+  values = jax.vmap(fn, (0, None))(stack, boxes)
+  grads = jax.vmap(jax.grad(loss), (0, None))(stack, boxes)
+  np.testing.assert_array_equal(values[0], want)
+  np.testing.assert_array_equal(values[1], tv.roi_pool(-x, boxes, 3, 2,
+                                                       1.0)[0])
+  np.testing.assert_allclose(grads[0],
+                             tv.roi_pool_grad(x.shape, boxes, arg, g),
+                             rtol=1e-6, atol=1e-6)
+  np.testing.assert_array_equal(jax.jit(fn)(jnp.asarray(x), boxes), want)
+  v = _map(25)
+  _, tangent = jax.jvp(lambda x: fn(x, boxes), (jnp.asarray(x),),
+                       (jnp.asarray(v),))
+  # The derivative is the transpose of the kernel's gradient.
+  np.testing.assert_allclose(
+      np.vdot(np.asarray(tangent), g),
+      np.vdot(v, tv.roi_pool_grad(x.shape, boxes, arg, g)), rtol=1e-5)
+
+
 def test_channel_groups():
   # Divisors that leave two groups or more where there are some from the
   # least to what fits; else what fits (the channels padded).
