@@ -410,29 +410,45 @@ def _lookups(start, end, sizes: tuple[int, ...], lookups: int, hi: int):
   return level, jnp.clip(at, 0, hi - 1)
 
 
+def _offsets(bounds: tuple[int, int]) -> tuple[np.dtype, int]:
+  """How a cell is recorded in its bin of at most ``bounds`` cells: the
+  dtype and the shift of ``dy << shift | dx``, all ones for none (half the
+  memory of int32 cells where the bins allow)."""
+  if bounds[0] < 255 and bounds[1] <= 256:
+    return np.dtype(np.uint16), 8
+  return np.dtype(np.uint32), 16
+
+
 @jax.custom_jvp
 def _at_maximum(x: jax.Array, value: jax.Array, image: jax.Array,
-                cell: jax.Array) -> jax.Array:
+                y0: jax.Array, x0: jax.Array, offset: jax.Array) -> jax.Array:
   """``value``, the pooled bins (``(K, ph, pw, C)``), each found in
-  ``image`` (``(K,)``) at ``cell`` (``row << 16 | col``, in its own
-  channel; out of bounds for none), with the derivative of reading ``x``
-  there: the gradient reaches only that element. The value itself is not
-  read again."""
-  del x, image, cell
+  ``image`` (``(K,)``) at ``offset`` (see :func:`_offsets`; in its own
+  channel) from its bin's first row and column ``y0`` (``(K, ph)``) and
+  ``x0`` (``(K, pw)``), with the derivative of reading ``x`` there: the
+  gradient reaches only that element. The value itself is not read
+  again."""
+  del x, image, y0, x0, offset
   return value
 
 
 @_at_maximum.defjvp
 def _at_maximum_jvp(primals, tangents):
-  x, value, image, cell = primals
-  channel = lax.broadcasted_iota(jnp.int32, cell.shape, cell.ndim - 1)
+  x, value, image, y0, x0, offset = primals
+  shift = 8 if offset.dtype == np.uint16 else 16
+  nowhere = offset == np.asarray(np.iinfo(offset.dtype).max, offset.dtype)
+  wide = offset.astype(jnp.int32)
+  channel = lax.broadcasted_iota(jnp.int32, offset.shape, offset.ndim - 1)
   # An index per spatial dim (one into the flat map is 1.3x faster): XLA
   # splits those over devices, never a flattened map. Width and channels
   # as one dim, split as the width.
-  at = (jnp.broadcast_to(image[:, None, None, None], cell.shape), cell >> 16,
-        (cell & 0xFFFF) * x.shape[-1] + channel)
+  at = (jnp.where(nowhere, np.iinfo(np.int32).max,
+                  image[:, None, None, None]),
+        y0[:, :, None, None] + (wide >> shift),
+        (x0[:, None, :, None] + (wide & ((1 << shift) - 1))) * x.shape[-1]
+        + channel)
   # The primal goes through the rule again, so that higher orders see it.
-  return (_at_maximum(x, value, image, cell),
+  return (_at_maximum(x, value, image, y0, x0, offset),
           tangents[0].reshape(*x.shape[:2], -1).at[at].get(
               mode="fill", fill_value=0))
 
@@ -441,8 +457,8 @@ def _at_maximum_jvp(primals, tangents):
 def _first_maxima(search, shape, x: jax.Array, *bins: jax.Array) -> jax.Array:
   """``search(key, *bins)``: the pooled bins, of ``shape``, with the
   derivative of each bin's first maximum in row-major order (the search's
-  cell of it, in the image ``bins[0]``). The primal finds the maxima
-  alone."""
+  offset of it in its bin; ``bins`` start with the image, ``y0`` and
+  ``x0``). The primal finds the maxima alone."""
   return _ungrouped(search(_keys(x), *bins, with_index=False), shape)
 
 
@@ -454,10 +470,10 @@ def _first_maxima_jvp(search, shape, primals, tangents):
   # loops share). The cells in the output's layout: XLA transposes the
   # other way (the cotangent's) 10x slower.
   value = search(_keys(x), *bins, with_index=False)
-  cell = search(_keys(x), *bins, with_index=True)
+  offset = search(_keys(x), *bins, with_index=True)
   return _at_maximum_jvp(
-      (x, _ungrouped(value, shape), bins[0], _ungrouped(cell, shape)),
-      (tangents[0], None, None, None))
+      (x, _ungrouped(value, shape), *bins[:2], bins[3],
+       _ungrouped(offset, shape)), (tangents[0],) + (None,) * 5)
 
 
 def _ungrouped(v: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -485,15 +501,20 @@ def _bin_values(best, empty):
                    jnp.where(best == -np.inf, lowest, best))
 
 
-def _bin_cells(best, cell, empty):
-  """Each bin's first maximum ``cell``, out of bounds where the kernel
-  passes no gradient (see :func:`_bin_values`)."""
+def _bin_cells(best, cell, empty, y0, x0, bounds):
+  """Each bin's first maximum ``cell`` (``row << 16 | col``), as its
+  offset from the bin's first row ``y0`` and column ``x0`` (each ``(M,)``;
+  see :func:`_offsets`), all ones where the kernel passes no gradient (see
+  :func:`_bin_values`)."""
+  dtype, shift = _offsets(bounds)
+  offset = ((cell >> 16) - y0[:, None]) << shift | (
+      (cell & 0xFFFF) - x0[:, None])
   return jnp.where(empty[:, None] | (best == -np.inf),
-                   np.iinfo(np.int32).max, cell)
+                   np.asarray(np.iinfo(dtype).max, dtype), offset.astype(dtype))
 
 
 def _table_search(key: jax.Array, b, y0, y1, x0, x1, empty, *, plan,
-                  with_index: bool):
+                  bounds: tuple[int, int], with_index: bool):
   """The pooled bins ``[y0, y1) x [x0, x1)`` of image ``b`` (each ``(K,
   ph)`` or ``(K, pw)``, bins of at least one cell but where ``empty``,
   ``(K, ph, pw)``), and with ``with_index`` the cell of each one's first
@@ -513,6 +534,7 @@ def _table_search(key: jax.Array, b, y0, y1, x0, x1, empty, *, plan,
   at = [(flat(b[:, None, None] * levels + level), flat(rows[:, :, None, i]),
          flat(cols[:, None, :, j])) for i in range(my) for j in range(mx)]
   empty = empty.reshape(-1)
+  first_row, first_col = flat(y0[:, :, None]), flat(x0[:, None, :])
   # With the index, ``group`` channels at a time: the tables of a group
   # stay in cache (2x faster at 32 channels than 256); the maxima alone
   # are fastest at once (3x). The cells' loop runs at least twice: XLA
@@ -548,7 +570,7 @@ def _table_search(key: jax.Array, b, y0, y1, x0, x1, empty, *, plan,
       take = (key_a > first) | ((key_a == first) & (cell_a < cell))
       first = jnp.where(take, key_a, first)
       cell = jnp.where(take, cell_a, cell)
-    return None, _bin_cells(first, cell, empty)
+    return None, _bin_cells(first, cell, empty, first_row, first_col, bounds)
 
   return lax.scan(search, None, chunks)[1]
 
@@ -582,7 +604,10 @@ def _cell_search(key: jax.Array, b, y0, y1, x0, x1, empty, *, bounds,
   col = jnp.take_along_axis(col_cells[:, None, :, :, None],
                             (first % tx)[:, :, :, None, :], axis=3)
   cell = row[:, :, :, 0] << 16 | col[:, :, :, 0]
-  return _bin_cells(best, cell.reshape(-1, c), empty)[None]
+  first_row = jnp.broadcast_to(y0[:, :, None], (k, ph, pw)).reshape(-1)
+  first_col = jnp.broadcast_to(x0[:, None, :], (k, ph, pw)).reshape(-1)
+  return _bin_cells(best, cell.reshape(-1, c), empty, first_row, first_col,
+                    bounds)[None]
 
 
 def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
@@ -630,7 +655,7 @@ def _max_pool_search(x: jax.Array, boxes: jax.Array, *,
   ty, tx = bounds
   acc, _ = accumulation_dtype(x.dtype)
   if plan:
-    search = functools.partial(_table_search, plan=plan)
+    search = functools.partial(_table_search, plan=plan, bounds=bounds)
   else:
     search = functools.partial(_cell_search, bounds=bounds)
 

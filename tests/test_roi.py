@@ -330,6 +330,29 @@ def test_roi_pool_under_vmap_jit_and_forward_mode(search):
       np.vdot(v, tv.roi_pool_grad(x.shape, boxes, arg, g)), rtol=1e-5)
 
 
+def test_roi_pool_wide_offsets(monkeypatch, search):
+  # Bins of 255 cells or more record their maxima's offsets in 32 bits.
+  monkeypatch.setattr(_roi, "_offsets",
+                      lambda bounds: (np.dtype(np.uint32), 16))
+  _jitted.cache_clear()
+  x = _map(26)
+  boxes = np.concatenate([INSIDE, OUTSIDE])
+  want, arg = tv.roi_pool(x, boxes, 2, 3, 1.0)
+  g = np.random.default_rng(27).standard_normal(want.shape).astype(
+      np.float32)
+  got, dx = _run("roi_pool", x, boxes, False, g, output_size=(2, 3))
+  _jitted.cache_clear()
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_allclose(dx, tv.roi_pool_grad(x.shape, boxes, arg, g),
+                             rtol=1e-6, atol=1e-6)
+
+
+def test_offsets_fit_their_bins():
+  assert _roi._offsets((254, 256)) == (np.dtype(np.uint16), 8)
+  assert _roi._offsets((255, 10)) == (np.dtype(np.uint32), 16)
+  assert _roi._offsets((10, 257)) == (np.dtype(np.uint32), 16)
+
+
 def test_channel_groups():
   # Divisors that leave two groups or more where there are some from the
   # least to what fits; else what fits (the channels padded).
