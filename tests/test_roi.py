@@ -241,6 +241,20 @@ def test_roi_pool_skips_nan_and_the_lowest_values_as_the_kernel(search):
                              rtol=1e-6, atol=1e-6)
 
 
+def _assert_pools_as_the_kernel(x, boxes, out_size, seed):
+  """roi_pool's values and gradient are the kernel's, compiled afresh (the
+  caller may have patched how it lowers)."""
+  _jitted.cache_clear()
+  want, arg = tv.roi_pool(x, boxes, *out_size, 1.0)
+  g = np.random.default_rng(seed).standard_normal(want.shape).astype(
+      np.float32)
+  got, dx = _run("roi_pool", x, boxes, False, g, output_size=out_size)
+  _jitted.cache_clear()
+  np.testing.assert_array_equal(got, want)
+  np.testing.assert_allclose(dx, tv.roi_pool_grad(x.shape, boxes, arg, g),
+                             rtol=1e-6, atol=1e-6)
+
+
 def _block_plans():
   """Every way ``_block_options`` covers the bins of the tests' map (at most
   5 rows and 7 columns to 3x2 bins) on each axis, in pairs, with groups of
@@ -272,15 +286,7 @@ def test_roi_pool_every_block_plan_matches_the_kernel(blocks, group,
                                             [1, 1.0, 2.0, 8.0, 7.0]]])
   monkeypatch.setattr(_roi, "_block_plan", lambda *_: blocks)
   monkeypatch.setattr(_roi, "_channel_group", lambda *_: group)
-  _jitted.cache_clear()
-  want, arg = tv.roi_pool(x, boxes, 3, 2, 1.0)
-  g = np.random.default_rng(17).standard_normal(want.shape).astype(
-      np.float32)
-  got, dx = _run("roi_pool", x, boxes, False, g, output_size=(3, 2))
-  _jitted.cache_clear()
-  np.testing.assert_array_equal(got, want)
-  np.testing.assert_allclose(dx, tv.roi_pool_grad(x.shape, boxes, arg, g),
-                             rtol=1e-6, atol=1e-6)
+  _assert_pools_as_the_kernel(x, boxes, (3, 2), 17)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, jnp.float16])
@@ -334,17 +340,8 @@ def test_roi_pool_wide_offsets(monkeypatch, search):
   # Bins of 255 cells or more record their maxima's offsets in 32 bits.
   monkeypatch.setattr(_roi, "_offsets",
                       lambda bounds: (np.dtype(np.uint32), 16))
-  _jitted.cache_clear()
-  x = _map(26)
-  boxes = np.concatenate([INSIDE, OUTSIDE])
-  want, arg = tv.roi_pool(x, boxes, 2, 3, 1.0)
-  g = np.random.default_rng(27).standard_normal(want.shape).astype(
-      np.float32)
-  got, dx = _run("roi_pool", x, boxes, False, g, output_size=(2, 3))
-  _jitted.cache_clear()
-  np.testing.assert_array_equal(got, want)
-  np.testing.assert_allclose(dx, tv.roi_pool_grad(x.shape, boxes, arg, g),
-                             rtol=1e-6, atol=1e-6)
+  _assert_pools_as_the_kernel(_map(26), np.concatenate([INSIDE, OUTSIDE]),
+                              (2, 3), 27)
 
 
 def test_offsets_fit_their_bins():
