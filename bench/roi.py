@@ -192,31 +192,31 @@ def pool_main() -> None:
       return y, vjp(ct)[0]
 
     args = (jnp.asarray(x), jnp.asarray(boxes), jnp.asarray(ct))
-    calls = {
-        "fwd": jax.jit(lambda x, b: jaxpool.roi_pool(x, b, out, 1 / 16)).lower(
-            *args[:2]).compile(),
-        "fwd+bwd": jax.jit(both).lower(*args).compile()}
-    kernel = _kernel_calls(lib, x, boxes, out, ct) if lib else None
+    forward = jax.jit(lambda x, b: jaxpool.roi_pool(x, b, out, 1 / 16))
+    kernel = _kernel_calls(lib, x, boxes, out, ct) if lib else (None, None)
+    # (pass, compiled jaxpool call, its arguments, the kernel's call)
+    passes = (("fwd", forward.lower(*args[:2]).compile(), args[:2], kernel[0]),
+              ("fwd+bwd", jax.jit(both).lower(*args).compile(), args,
+               kernel[1]))
     name = f"{shape}, {k} boxes, {out}x{out}"
-    if kernel:
+    if lib:
       y_k, dx_k = kernel[1]()
-      y_j, dx_j = calls["fwd+bwd"](*args)
+      y_j, dx_j = passes[1][1](*args)
       err = max(float(np.abs(np.moveaxis(np.asarray(y_j), -1, 1) - y_k).max()),
                 float(np.abs(np.moveaxis(np.asarray(dx_j), -1, 1)
                              - dx_k).max()))
       name = f"{name} (max diff {err:.1e})"
-    for i, (pass_, compiled) in enumerate(calls.items()):
-      arity = 2 if pass_ == "fwd" else 3
+    for pass_, compiled, arguments, kernel_call in passes:
       jax_ms = 1e3 * _median(
-          lambda: jax.block_until_ready(compiled(*args[:arity])))
+          lambda: jax.block_until_ready(compiled(*arguments)))
       kernel_text, ratio_text = "-", "-"
-      if kernel:
-        kernel_ms = 1e3 * _median(kernel[i])
+      if kernel_call:
+        kernel_ms = 1e3 * _median(kernel_call)
         kernel_text = f"{kernel_ms:10.1f}"
         ratio_text = f"{kernel_ms / jax_ms:6.2f}"
-      print(f"{name if not i else '':34s} {pass_:>7s} {jax_ms:10.1f} "
-            f"{kernel_text:>10s} {ratio_text:>6s}", flush=True)
-
+      print(f"{name:34s} {pass_:>7s} {jax_ms:10.1f} {kernel_text:>10s} "
+            f"{ratio_text:>6s}", flush=True)
+      name = ""
 
 if __name__ == "__main__":
   main()

@@ -410,13 +410,18 @@ def _lookups(start, end, sizes: tuple[int, ...], lookups: int, hi: int):
   return level, jnp.clip(at, 0, hi - 1)
 
 
+#: The shift of ``dy << shift | dx`` in each dtype that records a cell in
+#: its bin (see :func:`_offsets`).
+_OFFSET_SHIFTS = {np.dtype(np.uint16): 8, np.dtype(np.uint32): 16}
+
+
 def _offsets(bounds: tuple[int, int]) -> tuple[np.dtype, int]:
   """How a cell is recorded in its bin of at most ``bounds`` cells: the
   dtype and the shift of ``dy << shift | dx``, all ones for none (half the
   memory of int32 cells where the bins allow)."""
-  if bounds[0] < 255 and bounds[1] <= 256:
-    return np.dtype(np.uint16), 8
-  return np.dtype(np.uint32), 16
+  dtype = np.dtype(np.uint16 if bounds[0] < 255 and bounds[1] <= 256
+                   else np.uint32)
+  return dtype, _OFFSET_SHIFTS[dtype]
 
 
 @jax.custom_jvp
@@ -435,7 +440,7 @@ def _at_maximum(x: jax.Array, value: jax.Array, image: jax.Array,
 @_at_maximum.defjvp
 def _at_maximum_jvp(primals, tangents):
   x, value, image, y0, x0, offset = primals
-  shift = 8 if offset.dtype == np.uint16 else 16
+  shift = _OFFSET_SHIFTS[np.dtype(offset.dtype)]
   nowhere = offset == np.asarray(np.iinfo(offset.dtype).max, offset.dtype)
   wide = offset.astype(jnp.int32)
   channel = lax.broadcasted_iota(jnp.int32, offset.shape, offset.ndim - 1)
@@ -465,15 +470,17 @@ def _first_maxima(search, shape, x: jax.Array, *bins: jax.Array) -> jax.Array:
 @_first_maxima.defjvp
 def _first_maxima_jvp(search, shape, primals, tangents):
   x, *bins = primals
+  image, y0, _, x0, _, _ = bins
+  key = _keys(x)
   # The maxima as the primal finds them, the cells by their own search: a
   # search for both would keep its lookups (XLA copies those that two
   # loops share). The cells in the output's layout: XLA transposes the
   # other way (the cotangent's) 10x slower.
-  value = search(_keys(x), *bins, with_index=False)
-  offset = search(_keys(x), *bins, with_index=True)
+  value = search(key, *bins, with_index=False)
+  offset = search(key, *bins, with_index=True)
   return _at_maximum_jvp(
-      (x, _ungrouped(value, shape), *bins[:2], bins[3],
-       _ungrouped(offset, shape)), (tangents[0],) + (None,) * 5)
+      (x, _ungrouped(value, shape), image, y0, x0, _ungrouped(offset, shape)),
+      (tangents[0],) + (None,) * 5)
 
 
 def _ungrouped(v: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -502,13 +509,16 @@ def _bin_values(best, empty):
 
 
 def _bin_cells(best, cell, empty, y0, x0, bounds):
-  """Each bin's first maximum ``cell`` (``row << 16 | col``), as its
-  offset from the bin's first row ``y0`` and column ``x0`` (each ``(M,)``;
-  see :func:`_offsets`), all ones where the kernel passes no gradient (see
+  """Each bin's first maximum ``cell`` (``row << 16 | col``; ``(M, g)``
+  for the ``M = K * ph * pw`` bins), as its offset from the bin's first row
+  ``y0`` (``(K, ph)``) and column ``x0`` (``(K, pw)``; see
+  :func:`_offsets`), all ones where the kernel passes no gradient (see
   :func:`_bin_values`)."""
   dtype, shift = _offsets(bounds)
-  offset = ((cell >> 16) - y0[:, None]) << shift | (
-      (cell & 0xFFFF) - x0[:, None])
+  bins = (y0.shape[0], y0.shape[1], x0.shape[1])
+  y0 = jnp.broadcast_to(y0[:, :, None], bins).reshape(-1, 1)
+  x0 = jnp.broadcast_to(x0[:, None, :], bins).reshape(-1, 1)
+  offset = ((cell >> 16) - y0) << shift | ((cell & 0xFFFF) - x0)
   return jnp.where(empty[:, None] | (best == -np.inf),
                    np.asarray(np.iinfo(dtype).max, dtype), offset.astype(dtype))
 
@@ -534,15 +544,15 @@ def _table_search(key: jax.Array, b, y0, y1, x0, x1, empty, *, plan,
   at = [(flat(b[:, None, None] * levels + level), flat(rows[:, :, None, i]),
          flat(cols[:, None, :, j])) for i in range(my) for j in range(mx)]
   empty = empty.reshape(-1)
-  first_row, first_col = flat(y0[:, :, None]), flat(x0[:, None, :])
   # With the index, ``group`` channels at a time: the tables of a group
   # stay in cache (2x faster at 32 channels than 256); the maxima alone
   # are fastest at once (3x). The cells' loop runs at least twice: XLA
   # inlines a loop of one trip and then fuses the search into each part
   # of the gradient's index (10x slower); a lone group has a copy of
   # -inf after it, as are the channels past a multiple of the group.
-  groups = max(2, -(-c // group))
-  if not with_index:
+  if with_index:
+    groups = max(2, -(-c // group))
+  else:
     group, groups = c, 1
   key = jnp.pad(key, ((0, 0),) * 3 + ((0, groups * group - c),),
                 constant_values=-np.inf)
@@ -570,7 +580,7 @@ def _table_search(key: jax.Array, b, y0, y1, x0, x1, empty, *, plan,
       take = (key_a > first) | ((key_a == first) & (cell_a < cell))
       first = jnp.where(take, key_a, first)
       cell = jnp.where(take, cell_a, cell)
-    return None, _bin_cells(first, cell, empty, first_row, first_col, bounds)
+    return None, _bin_cells(first, cell, empty, y0, x0, bounds)
 
   return lax.scan(search, None, chunks)[1]
 
@@ -604,10 +614,7 @@ def _cell_search(key: jax.Array, b, y0, y1, x0, x1, empty, *, bounds,
   col = jnp.take_along_axis(col_cells[:, None, :, :, None],
                             (first % tx)[:, :, :, None, :], axis=3)
   cell = row[:, :, :, 0] << 16 | col[:, :, :, 0]
-  first_row = jnp.broadcast_to(y0[:, :, None], (k, ph, pw)).reshape(-1)
-  first_col = jnp.broadcast_to(x0[:, None, :], (k, ph, pw)).reshape(-1)
-  return _bin_cells(best, cell.reshape(-1, c), empty, first_row, first_col,
-                    bounds)[None]
+  return _bin_cells(best, cell.reshape(-1, c), empty, y0, x0, bounds)[None]
 
 
 def _max_pool_bins(x: jax.Array, boxes: jax.Array, out_hw: tuple[int, int],
