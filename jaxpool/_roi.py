@@ -424,6 +424,14 @@ def _offsets(bounds: tuple[int, int]) -> tuple[np.dtype, int]:
   return dtype, _OFFSET_SHIFTS[dtype]
 
 
+def _gradient_index_dtype(shape: tuple[int, ...]) -> np.dtype:
+  """The dtype of the gradient's index into a map of ``shape`` (``(N, H,
+  W, C)``; image, row, and column times channels): uint16 where it holds
+  them (half the memory of int32: the scatter reads millions), else int32."""
+  n, h, w, c = shape
+  return np.dtype(np.uint16 if max(n, h, w * c) <= 1 << 16 else np.int32)
+
+
 @jax.custom_jvp
 def _at_maximum(x: jax.Array, value: jax.Array, image: jax.Array,
                 y0: jax.Array, x0: jax.Array, offset: jax.Array) -> jax.Array:
@@ -442,20 +450,32 @@ def _at_maximum_jvp(primals, tangents):
   x, value, image, y0, x0, offset = primals
   shift = _OFFSET_SHIFTS[np.dtype(offset.dtype)]
   nowhere = offset == np.asarray(np.iinfo(offset.dtype).max, offset.dtype)
-  wide = offset.astype(jnp.int32)
+  # A bin with no cell reads its first (or, past the map, none: XLA's
+  # gather clamps and its scatter drops), and its tangent is zeroed below.
+  wide = jnp.where(nowhere, 0, offset.astype(jnp.int32))
   channel = lax.broadcasted_iota(jnp.int32, offset.shape, offset.ndim - 1)
+  n, h, w, c = x.shape
+  index_dtype = _gradient_index_dtype(x.shape)
   # An index per spatial dim (one into the flat map is 1.3x faster): XLA
   # splits those over devices, never a flattened map. Width and channels
   # as one dim, split as the width.
-  at = (jnp.where(nowhere, np.iinfo(np.int32).max,
-                  image[:, None, None, None]),
-        y0[:, :, None, None] + (wide >> shift),
-        (x0[:, None, :, None] + (wide & ((1 << shift) - 1))) * x.shape[-1]
-        + channel)
+  at = jnp.stack(
+      [jnp.broadcast_to(image[:, None, None, None], wide.shape),
+       y0[:, :, None, None] + (wide >> shift),
+       (x0[:, None, :, None] + (wide & ((1 << shift) - 1))) * c + channel],
+      axis=-1).astype(index_dtype)
+  # Every dim of the map collapsed, and bins with no cell zeroed by a
+  # select rather than dropped by the index: the transpose's updates are
+  # then a loop's output, whose layout XLA picks for the scatter (from the
+  # cotangent itself it copied it element by element into another).
+  dnums = lax.GatherDimensionNumbers(offset_dims=(), collapsed_slice_dims=(
+      0, 1, 2), start_index_map=(0, 1, 2))
+  t = lax.gather(tangents[0].reshape(n, h, w * c), at.reshape(-1, 3), dnums,
+                 (1, 1, 1), mode=lax.GatherScatterMode.PROMISE_IN_BOUNDS
+                 ).reshape(offset.shape)
+  t = jnp.where(nowhere, jnp.zeros((), t.dtype), t)
   # The primal goes through the rule again, so that higher orders see it.
-  return (_at_maximum(x, value, image, y0, x0, offset),
-          tangents[0].reshape(*x.shape[:2], -1).at[at].get(
-              mode="fill", fill_value=0))
+  return _at_maximum(x, value, image, y0, x0, offset), t
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1))

@@ -344,6 +344,21 @@ def test_roi_pool_wide_offsets(monkeypatch, search):
                               (2, 3), 27)
 
 
+def test_roi_pool_wide_gradient_index(monkeypatch, search):
+  # Maps past 2**16 columns times channels index the gradient in int32.
+  monkeypatch.setattr(_roi, "_gradient_index_dtype",
+                      lambda shape: np.dtype(np.int32))
+  _assert_pools_as_the_kernel(_map(28), np.concatenate([INSIDE, OUTSIDE]),
+                              (3, 2), 29)
+
+
+def test_gradient_index_fits_the_map():
+  assert _roi._gradient_index_dtype((2, 50, 68, 256)) == np.uint16
+  assert _roi._gradient_index_dtype((1, 8, 256, 256)) == np.uint16
+  assert _roi._gradient_index_dtype((1, 8, 257, 256)) == np.int32
+  assert _roi._gradient_index_dtype((1, 70000, 4, 4)) == np.int32
+
+
 def test_offsets_fit_their_bins():
   assert _roi._offsets((254, 256)) == (np.dtype(np.uint16), 8)
   assert _roi._offsets((255, 10)) == (np.dtype(np.uint32), 16)
