@@ -427,8 +427,11 @@ def _offsets(bounds: tuple[int, int]) -> tuple[np.dtype, int]:
 def _gradient_index_dtype(shape: tuple[int, ...]) -> np.dtype:
   """The dtype of the gradient's index into a map of ``shape`` (``(N, H,
   W, C)``; image, row, and column times channels): uint16 where it holds
-  them (half the memory of int32: the scatter reads millions), else int32."""
+  them (half the memory of int32: the scatter reads millions), else int32
+  (and for symbolic sizes)."""
   n, h, w, c = shape
+  if any(is_symbolic(d) for d in shape):
+    return np.dtype(np.int32)
   return np.dtype(np.uint16 if max(n, h, w * c) <= 1 << 16 else np.int32)
 
 

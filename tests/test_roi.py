@@ -357,6 +357,8 @@ def test_gradient_index_fits_the_map():
   assert _roi._gradient_index_dtype((1, 8, 256, 256)) == np.uint16
   assert _roi._gradient_index_dtype((1, 8, 257, 256)) == np.int32
   assert _roi._gradient_index_dtype((1, 70000, 4, 4)) == np.int32
+  batch = jax.export.symbolic_shape("b")[0]
+  assert _roi._gradient_index_dtype((batch, 8, 8, 8)) == np.int32
 
 
 def test_offsets_fit_their_bins():
