@@ -1248,19 +1248,32 @@ def _widened(fn, x: jax.Array, op: str) -> jax.Array:
   return fn(x)
 
 
-def window_reduce(x: jax.Array, spec: WindowSpec, op: str) -> jax.Array:
+def window_reduce(x: jax.Array, spec: WindowSpec, op: str, *,
+                  shared: Callable[[str | None], bool] | None = None
+                  ) -> jax.Array:
   """The windowed ``op`` ("sum", "max" or "min") of ``x`` over ``spec``.
 
   ``x`` is already in the dtype to accumulate in. Each platform computes
-  it by its own :func:`plan`.
+  it by its own :func:`plan`; where ``shared(platform)`` says so, its
+  forward is one ``reduce_window`` (``PLAIN``) instead, the derivative
+  still the plan's: a caller that reads the result in several places
+  (XLA recomputes a fold of slices in each, but not a ``reduce_window``).
+  A plan forced by :func:`use_plan` is kept whole.
   """
   _record(x, spec, op)
   if _plain_forced():
     return _planned(x, spec=spec, op=op, chosen=FORCED_PLAIN)
+
+  def choose(platform):
+    chosen = plan(spec, op, platform, x.dtype, x.shape)
+    if (shared is not None and shared(platform)
+        and getattr(_state, "plan", None) is None):
+      chosen = Plan(Lowering.PLAIN, chosen.derivative)
+    return chosen
+
   return per_platform(
-      lambda p: plan(spec, op, p, x.dtype, x.shape),
-      lambda chosen: functools.partial(_planned, spec=spec, op=op,
-                                       chosen=chosen), x)
+      choose, lambda chosen: functools.partial(_planned, spec=spec, op=op,
+                                               chosen=chosen), x)
 
 
 def _planned(x: jax.Array, *, spec: WindowSpec, op: str,

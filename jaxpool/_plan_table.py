@@ -99,6 +99,11 @@ DEFAULT_PARAMETERS: dict[str, int] = {
     # tables hold at most 2**this elements, and of at least roi_group_min.
     "roi_group_log2": 19,
     "roi_group_min": 16,
+    # spatial_pyramid_pool's max levels whose bins are unions of the
+    # finest windowed level's bins are pooled from that level's maxima (1;
+    # 2: those as one reduce_window, which XLA computes once for every
+    # level that reads it) rather than from the input (0).
+    "pyramid_nested": 2,
 }
 
 _TAP_BOUNDS = ((4, "1-4"), (16, "5-16"), (64, "17-64"))

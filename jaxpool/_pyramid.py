@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any, Union
@@ -9,13 +10,16 @@ from typing import Any, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import lax
 from jax.typing import ArrayLike
 
+from jaxpool import _lowering, _plan_table
 from jaxpool._adaptive import Bins, bin_pool, spatial_rank, spatial_sizes
-from jaxpool._pooling import max_pool
+from jaxpool._indices import _flat_index
+from jaxpool._pooling import accumulation_dtype, max_pool
 from jaxpool._sharding import partitioned
 from jaxpool._spec import (MAX_SIZE, check_plane, int_tuple, is_symbolic,
-                           layout_axes)
+                           layout_axes, window_spec)
 
 #: A pyramid level or a window: an int (the same on every spatial dim) or
 #: one int per spatial dim.
@@ -81,6 +85,13 @@ def spatial_pyramid_pool(x: ArrayLike, levels: Sequence[LevelLike] = (1, 2, 4),
   apart for ``n`` bins over ``a`` elements, which gives ``n`` bins only for
   some sizes (13 into 3, 2 or 1, as in the paper, but not 7 into 4).
 
+  Max levels whose bins are unions of a finer level's bins, when those are
+  windows (adaptive 13 into 2 and 1 from 13 into 4: 4 x 4 windows 3 apart),
+  are pooled from that level's maxima: the input is read, and the gradient
+  written, once for them all. Values and gradients are each level's own,
+  PyTorch's element of each bin (the first maximum in row-major order, the
+  last NaN); the plan table's ``pyramid_nested`` turns it off.
+
   Shapes: ``x`` is ``(*batch, *spatial, C)``, or ``(*batch, C, *spatial)``
   with ``channels_first=True``. A tuple level gives the spatial rank, with
   any number of batch dims (none included); with only int levels ``x`` is
@@ -122,21 +133,155 @@ def spatial_pyramid_pool(x: ArrayLike, levels: Sequence[LevelLike] = (1, 2, 4),
   bins = _choice(bins, _BIN_RULES, "bins")
   rank = spatial_rank(x.shape, levels, "levels")
   in_sizes = spatial_sizes(x, rank, channels_first)
-  pieces = []
   grids = [int_tuple(level, rank, "levels") for level in levels]
   for grid in grids:
     check_plane(grid, "levels", "a level's grid of bins")
+  level_bins = []
   for grid in grids:
     if bins == "adaptive":
-      level_bins = [Bins.adaptive(a, n) for a, n in zip(in_sizes, grid)]
+      level_bins.append([Bins.adaptive(a, n) for a, n in zip(in_sizes, grid)])
     else:
-      level_bins = [_sppnet_bins(a, n, dim)
-                    for dim, (a, n) in enumerate(zip(in_sizes, grid))]
-    pooled = bin_pool(x, level_bins, method, channels_first)
-    # The flat size spelled out: -1 cannot be inferred for an empty batch.
-    flat = math.prod(pooled.shape[-(rank + 1):])
-    pieces.append(pooled.reshape(pooled.shape[:-(rank + 1)] + (flat,)))
-  return jnp.concatenate(pieces, axis=-1)
+      level_bins.append([_sppnet_bins(a, n, dim)
+                         for dim, (a, n) in enumerate(zip(in_sizes, grid))])
+  if method == "max" and jnp.issubdtype(x.dtype, jnp.floating) and not any(
+      is_symbolic(a) for a in in_sizes):
+    pooled = _lowering.per_platform(
+        lambda p: _plan_table.parameters(p)["pyramid_nested"] > 0,
+        lambda nested: functools.partial(
+            _max_levels, level_bins=level_bins,
+            channels_first=channels_first, nested=nested), x)
+  else:
+    pooled = [bin_pool(x, b, method, channels_first) for b in level_bins]
+  # The flat size spelled out: -1 cannot be inferred for an empty batch.
+  return jnp.concatenate([
+      p.reshape(p.shape[:-(rank + 1)] + (math.prod(p.shape[-(rank + 1):]),))
+      for p in pooled], axis=-1)
+
+
+def _nesting(fine: Bins, coarse: Bins) -> tuple[tuple[int, int], ...] | None:
+  """For each ``coarse`` bin, the run ``[a, b)`` of ``fine`` bins whose
+  union it is, or None if some coarse bin is no such union."""
+  runs = []
+  for start, end in zip(coarse.starts, coarse.ends):
+    inside = [i for i, (s, e) in enumerate(zip(fine.starts, fine.ends))
+              if s >= start and e <= end]
+    if not inside or inside != list(range(inside[0], inside[-1] + 1)):
+      return None
+    a, b = inside[0], inside[-1] + 1
+    reach = start
+    for s, e in zip(fine.starts[a:b], fine.ends[a:b]):
+      if s > reach:
+        return None
+      reach = max(reach, e)
+    if fine.starts[a] != start or reach != end:
+      return None
+    runs.append((a, b))
+  return tuple(runs)
+
+
+def _finest_windows(level_bins: Sequence[Sequence[Bins]]) -> int | None:
+  """The level of most bins among those whose bins are windows on every
+  dim (its maxima and their positions are one windowed selection), if any
+  other level's bins are unions of its bins."""
+  windowed = [i for i, bins in enumerate(level_bins)
+              if all(b.window_stride is not None for b in bins)]
+  for i in sorted(windowed, key=lambda i: -math.prod(
+      b.count for b in level_bins[i])):
+    if any(j != i and all(_nesting(f, c) is not None for f, c in zip(
+        level_bins[i], bins)) for j, bins in enumerate(level_bins)):
+      return i
+  return None
+
+
+def _max_levels(x: jax.Array, *, level_bins: Sequence[Sequence[Bins]],
+                channels_first: bool, nested: bool) -> list[jax.Array]:
+  """The max over every level's bins. With ``nested``, a level whose bins
+  are unions of the finest windowed level's bins is the max over those:
+  the input is read (and the gradient written) once for all of them."""
+  fine = _finest_windows(level_bins) if nested else None
+  if fine is None:
+    return [bin_pool(x, b, "max", channels_first) for b in level_bins]
+  axes, _ = layout_axes(x.shape, len(level_bins[fine]), channels_first)
+  spec = window_spec(x.shape, [b.window_stride[0] for b in level_bins[fine]],
+                     [b.window_stride[1] for b in level_bins[fine]],
+                     channels_first=channels_first)
+  # Its bins are windows: the same maxima and derivative as bin_pool's,
+  # as one reduce_window where the table says (the other levels read it;
+  # not in half precision, where XLA:CPU's reduce_window is 3x slower).
+  wide, _ = accumulation_dtype(x.dtype)
+  values = _lowering.window_reduce(
+      x, spec, "max",
+      shared=lambda p: _plan_table.parameters(p)["pyramid_nested"] == 2
+      and wide == x.dtype)
+  # Where each maximum is, for the derivative (dropped without one).
+  _, tap = _lowering.selected_tap(lax.stop_gradient(x), spec, "max")
+  positions = _flat_index(jnp.broadcast_to(tap, values.shape), spec)
+  pooled = []
+  for i, bins in enumerate(level_bins):
+    runs = tuple(_nesting(f, c) for f, c in zip(level_bins[fine], bins))
+    if i == fine:
+      pooled.append(values)
+    elif all(r is not None for r in runs):
+      # Half precision compared in float32 (exact; XLA:CPU's loops are
+      # several times slower on bfloat16).
+      pooled.append(_nested_max(values.astype(wide), positions, tuple(axes),
+                                runs).astype(x.dtype))
+    else:
+      pooled.append(bin_pool(x, bins, "max", channels_first))
+  return pooled
+
+
+def _runs_of(v: jax.Array, axis: int, runs) -> list[list[jax.Array]]:
+  """Per run ``[a, b)``, the slices ``a`` to ``b - 1`` of ``v`` along
+  ``axis``."""
+  return [[lax.slice_in_dim(v, i, i + 1, axis=axis) for i in range(a, b)]
+          for a, b in runs]
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(2, 3))
+def _nested_max(values: jax.Array, positions: jax.Array,
+                axes: tuple[int, ...], runs) -> jax.Array:
+  """The max over each run of ``values``' bins (``runs[d]`` along
+  ``axes[d]``), NaN-propagating; differentiated at PyTorch's element of
+  the union (see :func:`_nested_max_jvp`), found from the bins'
+  ``positions`` in the input plane."""
+  del positions
+  for axis, dim_runs in zip(axes, runs):
+    values = jnp.concatenate([functools.reduce(jnp.maximum, parts)
+                              for parts in _runs_of(values, axis, dim_runs)],
+                             axis=axis)
+  return values
+
+
+@_nested_max.defjvp
+def _nested_max_jvp(axes, runs, primals, tangents):
+  # PyTorch's element of a bin (the last NaN, else the first maximum in
+  # row-major order) is the greatest under a total order of (value,
+  # position) pairs: any NaN beats any number, the later of two NaNs wins,
+  # the larger number wins, and of equal numbers the earlier position.
+  # The greatest of a union is the greatest of its parts' greatest, dim
+  # by dim; the tangent is the chosen part's.
+  values, positions = primals
+  v, p, t = values, positions, tangents[0]
+  for axis, dim_runs in zip(axes, runs):
+    chosen = []
+    for vs, ps, ts in zip(*(_runs_of(a, axis, dim_runs) for a in (v, p, t))):
+      best = (vs[0], ps[0], ts[0])
+      for part in zip(vs[1:], ps[1:], ts[1:]):
+        take = _beats(part[:2], best[:2])
+        best = tuple(jnp.where(take, new, old)
+                     for new, old in zip(part, best))
+      chosen.append(best)
+    v, p, t = (jnp.concatenate(parts, axis=axis) for parts in zip(*chosen))
+  return _nested_max(values, positions, axes, runs), t
+
+
+def _beats(new, old) -> jax.Array:
+  """Whether ``(value, position)`` pair ``new`` beats ``old`` by PyTorch's
+  rule (see :func:`_nested_max_jvp`)."""
+  (v, p), (w, q) = new, old
+  return jnp.where(w != w, (v != v) & (p > q),
+                   (v != v) | (v > w) | ((v == w) & (p < q)))
 
 
 def _same_max_pool(x: jax.Array, window: tuple[int, ...],

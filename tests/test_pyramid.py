@@ -18,6 +18,9 @@ from hypothesis import strategies as st
 from jax.test_util import check_grads
 
 import jaxpool
+from jaxpool import _plan_table
+from jaxpool import _pyramid
+from jaxpool._adaptive import Bins
 from test_adaptive import SETTINGS
 from test_adaptive import numpy_adaptive
 from test_adaptive import random_input
@@ -127,6 +130,135 @@ def test_sppnet_bins_match_torch_pooling(method, channels_first, size,
   gt = gt.numpy() if channels_first else np.moveaxis(gt.numpy(), 1, -1)
   np.testing.assert_allclose(y, yt.detach().numpy(), rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(grad, gt, rtol=1e-6, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Max levels pooled from a finer level's maxima (the plan's pyramid_nested).
+
+
+def _torch_adaptive_spp(x, levels, ct, channels_first):
+  """PyTorch's SPP (adaptive max per level, flattened in our layout): its
+  output and gradient for cotangent ``ct``, in our layout."""
+  xb = x if channels_first else np.moveaxis(x, -1, 1)
+  xt = torch.tensor(np.ascontiguousarray(xb), requires_grad=True)
+  pieces = []
+  for level in levels:
+    pooled = F.adaptive_max_pool2d(xt, level)
+    if not channels_first:
+      pooled = pooled.permute(0, 2, 3, 1)
+    pieces.append(pooled.reshape(pooled.shape[0], -1))
+  yt = torch.cat(pieces, dim=1)
+  (gt,) = torch.autograd.grad(yt, xt, torch.tensor(ct))
+  gt = gt.numpy() if channels_first else np.moveaxis(gt.numpy(), 1, -1)
+  return yt.detach().numpy(), gt
+
+
+@pytest.mark.parametrize("nested", [0, 1, 2])
+@pytest.mark.parametrize("channels_first", [False, True])
+@pytest.mark.parametrize("size, levels", [
+    ((13, 13), (1, 2, 4)),  # 4 x 4 windows 3 apart hold 2 x 2 and 1 x 1.
+    ((12, 10), (1, (2, 5), 4)),
+    ((8, 8), (8, 4, 2, 1)),  # Blocks; the finest is every element.
+    ((13, 13), (3, 2, 1)),  # Only 1 x 1 nests in 3 x 3.
+])
+@pytest.mark.parametrize("values", ["ties", "nan"])
+def test_nested_max_levels_match_torch(nested, channels_first, size, levels,
+                                       values, monkeypatch):
+  """Values and gradients with ties (first maximum in row-major order) and
+  NaN (the last), whichever way the levels are pooled."""
+  monkeypatch.setitem(_plan_table.DEFAULT_PARAMETERS, "pyramid_nested",
+                      nested)
+  rng = np.random.default_rng(sum(size) + len(levels))
+  shape = (2, 3) + size if channels_first else (2,) + size + (3,)
+  x = random_input(rng, shape, ties=True)
+  if values == "nan":
+    x = np.where(rng.random(shape) < 0.08, np.nan, x).astype(np.float32)
+  fn = jax.jit(functools.partial(jaxpool.spatial_pyramid_pool,
+                                 levels=levels, channels_first=channels_first))
+  y, vjp = jax.vjp(fn, jnp.asarray(x))
+  ct = rng.standard_normal(y.shape).astype(np.float32)
+  (grad,) = vjp(jnp.asarray(ct))
+  want, want_grad = _torch_adaptive_spp(x, levels, ct, channels_first)
+  np.testing.assert_array_equal(y, want)
+  np.testing.assert_allclose(grad, want_grad, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("nested", [0, 2])
+def test_nested_max_levels_half_precision(nested, monkeypatch):
+  # Values exact; gradients within bfloat16's rounding of sums (PyTorch
+  # sums the levels' gradients in bfloat16, in another order).
+  monkeypatch.setitem(_plan_table.DEFAULT_PARAMETERS, "pyramid_nested",
+                      nested)
+  rng = np.random.default_rng(3)
+  x = random_input(rng, (2, 13, 13, 4), ties=True)
+  levels = (1, 2, 4)
+  fn = jax.jit(functools.partial(jaxpool.spatial_pyramid_pool, levels=levels))
+  y, vjp = jax.vjp(fn, jnp.asarray(x, jnp.bfloat16))
+  ct = rng.standard_normal(y.shape).astype(np.float32)
+  (grad,) = vjp(jnp.asarray(ct, jnp.bfloat16))
+  xt = torch.tensor(np.moveaxis(x, -1, 1), dtype=torch.bfloat16,
+                    requires_grad=True)
+  yt = torch.cat([F.adaptive_max_pool2d(xt, l).permute(0, 2, 3, 1).reshape(
+      2, -1) for l in levels], dim=1)
+  (gt,) = torch.autograd.grad(yt, xt, torch.tensor(ct, dtype=torch.bfloat16))
+  assert y.dtype == grad.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(y, np.float32),
+                                yt.detach().float().numpy())
+  np.testing.assert_allclose(np.asarray(grad, np.float32),
+                             np.moveaxis(gt.float().numpy(), 1, -1),
+                             rtol=1e-2, atol=1e-2)
+
+
+@hypothesis.settings(max_examples=20, **SETTINGS)
+@hypothesis.given(config=spp_configs(), nan=st.booleans())
+def test_nested_max_levels_equal_each_level_pooled_alone(config, nan):
+  """Every rank, layout and drawn levels: the same values and forward-mode
+  derivatives as each level pooled from the input, and gradients to
+  rounding (an element several bins take sums their cotangents in another
+  order)."""
+  rng = np.random.default_rng(config["seed"])
+  cf = config["channels_first"]
+  shape = config["batch"] + ((2,) + config["spatial"] if cf else
+                             config["spatial"] + (2,))
+  x = random_input(rng, shape, config["ties"])
+  if nan:
+    x = np.where(rng.random(shape) < 0.1, np.nan, x).astype(np.float32)
+  results = []
+  for nested in (0, 2):
+    with pytest.MonkeyPatch.context() as patch:
+      patch.setitem(_plan_table.DEFAULT_PARAMETERS, "pyramid_nested", nested)
+      fn = jax.jit(functools.partial(
+          jaxpool.spatial_pyramid_pool, levels=config["levels"],
+          channels_first=cf))
+      y, vjp = jax.vjp(fn, jnp.asarray(x))
+      ct = np.random.default_rng(1).standard_normal(y.shape).astype(
+          np.float32)
+      tangent = np.random.default_rng(2).standard_normal(shape).astype(
+          np.float32)
+      results.append((y, vjp(jnp.asarray(ct))[0],
+                      jax.jvp(fn, (jnp.asarray(x),), (tangent,))[1]))
+  (y, grad, tangent), (y0, grad0, tangent0) = results
+  np.testing.assert_array_equal(y, y0)
+  np.testing.assert_array_equal(tangent, tangent0)
+  np.testing.assert_allclose(grad, grad0, rtol=1e-6, atol=1e-6)
+
+
+def test_nesting_of_bins():
+  fine = Bins.adaptive(13, 4)  # [0, 4), [3, 7), [6, 10), [9, 13)
+  assert _pyramid._nesting(fine, Bins.adaptive(13, 2)) == ((0, 2), (2, 4))
+  assert _pyramid._nesting(fine, Bins.adaptive(13, 1)) == ((0, 4),)
+  assert _pyramid._nesting(fine, fine) == ((0, 1), (1, 2), (2, 3), (3, 4))
+  # [0, 5) is no union of [0, 4) and [3, 7).
+  assert _pyramid._nesting(fine, Bins.adaptive(13, 3)) is None
+  # A gap between two bins: [0, 2) and [3, 5) do not cover [0, 5).
+  gapped = Bins(5, (0, 3), (2, 5))
+  assert _pyramid._nesting(gapped, Bins(5, (0,), (5,))) is None
+  # The finest level whose windows hold another level's bins.
+  levels = [[Bins.adaptive(13, n)] * 2 for n in (1, 3, 2, 4)]
+  assert _pyramid._finest_windows(levels) == 3
+  assert _pyramid._finest_windows(levels[:3]) == 1  # 3 holds 1.
+  assert _pyramid._finest_windows(
+      [[Bins.adaptive(13, n)] * 2 for n in (2, 3)]) is None
 
 
 # ---------------------------------------------------------------------------
