@@ -19,7 +19,8 @@ RoI max pooling: torchvision's ``roi_pool`` has no pure-PyTorch form, so
 its reference is a C transcription of torchvision's CPU kernel
 (``bench/roi_pool_kernel.c``, built here with the system C compiler, -O3;
 skipped without one), forward and forward+backward (the kernel's backward
-from its argmax), on the issue's case and two others.
+from its argmax), on the issue's case and two others; each the median of 9
+calls, jaxpool's and the kernel's in turn.
 
 Run ``python -m bench.roi``.
 """
@@ -33,6 +34,7 @@ os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
                            " intra_op_parallelism_threads=1")
 
 import ctypes  # noqa: E402
+import functools  # noqa: E402
 import shutil  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -75,6 +77,22 @@ def _boxes(n_img: int, k: int, hw: tuple[int, int]) -> np.ndarray:
   y1 = rng.uniform(0, img_h - size[:, 1])
   return np.stack([rng.integers(0, n_img, k), x1, y1, x1 + size[:, 0],
                    y1 + size[:, 1]], 1).astype(np.float32)
+
+
+def _interleaved_medians(calls, repeats: int = 9) -> list[float]:
+  """The median time of each of ``calls`` after a warm-up, called in turn
+  round by round (the order reversed every other round), so that a machine
+  whose speed drifts slows them alike."""
+  for fn in calls:
+    fn()
+  times = [[] for _ in calls]
+  for r in range(repeats):
+    order = list(enumerate(calls))
+    for i, fn in order if r % 2 == 0 else order[::-1]:
+      start = time.perf_counter()
+      fn()
+      times[i].append(time.perf_counter() - start)
+  return [statistics.median(t) for t in times]
 
 
 def _median(fn, repeats: int = 3) -> float:
@@ -207,13 +225,14 @@ def pool_main() -> None:
                              - dx_k).max()))
       name = f"{name} (max diff {err:.1e})"
     for pass_, compiled, arguments, kernel_call in passes:
-      jax_ms = 1e3 * _median(
-          lambda: jax.block_until_ready(compiled(*arguments)))
+      call = functools.partial(
+          lambda c, a: jax.block_until_ready(c(*a)), compiled, arguments)
+      jax_ms, *kernel_ms = (1e3 * t for t in _interleaved_medians(
+          [call] + ([kernel_call] if kernel_call else [])))
       kernel_text, ratio_text = "-", "-"
-      if kernel_call:
-        kernel_ms = 1e3 * _median(kernel_call)
-        kernel_text = f"{kernel_ms:10.1f}"
-        ratio_text = f"{kernel_ms / jax_ms:6.2f}"
+      if kernel_ms:
+        kernel_text = f"{kernel_ms[0]:10.1f}"
+        ratio_text = f"{kernel_ms[0] / jax_ms:6.2f}"
       print(f"{name:34s} {pass_:>7s} {jax_ms:10.1f} {kernel_text:>10s} "
             f"{ratio_text:>6s}", flush=True)
       name = ""

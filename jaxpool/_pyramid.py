@@ -202,8 +202,10 @@ def _max_levels(x: jax.Array, *, level_bins: Sequence[Sequence[Bins]],
   if fine is None:
     return [bin_pool(x, b, "max", channels_first) for b in level_bins]
   axes, _ = layout_axes(x.shape, len(level_bins[fine]), channels_first)
-  spec = window_spec(x.shape, [b.window_stride[0] for b in level_bins[fine]],
-                     [b.window_stride[1] for b in level_bins[fine]],
+  windows = [b.window_stride for b in level_bins[fine]]
+  assert all(ws is not None for ws in windows)  # _finest_windows' choice.
+  spec = window_spec(x.shape, [ws[0] for ws in windows if ws],
+                     [ws[1] for ws in windows if ws],
                      channels_first=channels_first)
   # Its bins are windows: the same maxima and derivative as bin_pool's,
   # as one reduce_window where the table says (the other levels read it;
@@ -266,12 +268,12 @@ def _nested_max_jvp(axes, runs, primals, tangents):
   for axis, dim_runs in zip(axes, runs):
     chosen = []
     for vs, ps, ts in zip(*(_runs_of(a, axis, dim_runs) for a in (v, p, t))):
-      best = (vs[0], ps[0], ts[0])
-      for part in zip(vs[1:], ps[1:], ts[1:]):
-        take = _beats(part[:2], best[:2])
-        best = tuple(jnp.where(take, new, old)
-                     for new, old in zip(part, best))
-      chosen.append(best)
+      bv, bp, bt = vs[0], ps[0], ts[0]
+      for pv, pp, pt in zip(vs[1:], ps[1:], ts[1:]):
+        take = _beats((pv, pp), (bv, bp))
+        bv, bp, bt = (jnp.where(take, pv, bv), jnp.where(take, pp, bp),
+                      jnp.where(take, pt, bt))
+      chosen.append((bv, bp, bt))
     v, p, t = (jnp.concatenate(parts, axis=axis) for parts in zip(*chosen))
   return _nested_max(values, positions, axes, runs), t
 
