@@ -468,9 +468,8 @@ def _at_maximum_jvp(primals, tangents):
        (x0[:, None, :, None] + (wide & ((1 << shift) - 1))) * c + channel],
       axis=-1).astype(index_dtype)
   # Every dim of the map collapsed, and bins with no cell zeroed by a
-  # select rather than dropped by the index: the transpose's updates are
-  # then a loop's output, whose layout XLA picks for the scatter (from the
-  # cotangent itself it copied it element by element into another).
+  # select rather than sent out of bounds: a uint16 index has no value
+  # past every image to spare.
   dnums = lax.GatherDimensionNumbers(offset_dims=(), collapsed_slice_dims=(
       0, 1, 2), start_index_map=(0, 1, 2))
   t = lax.gather(tangents[0].reshape(n, h, w * c), at.reshape(-1, 3), dnums,
