@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import math
 import operator
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
@@ -130,7 +130,17 @@ def max_pool_with_indices(
                      dilation=dilation, ceil_mode=ceil_mode,
                      channels_first=channels_first)
   check_plane(spec.in_shape, "x", "the input's spatial plane")
-  values = _lowering.window_reduce(x, spec, "max")
+  return max_with_indices(x, spec)
+
+
+def max_with_indices(
+    x: jax.Array, spec: WindowSpec, *,
+    shared: Callable[[str | None], bool] | None = None
+) -> tuple[jax.Array, jax.Array]:
+  """:func:`max_pool_with_indices` over a resolved ``spec``: the maxima
+  (``window_reduce``'s, ``shared`` as there) and their int32 flat plane
+  indices, not differentiated (``jit`` drops them when unused)."""
+  values = _lowering.window_reduce(x, spec, "max", shared=shared)
   _, tap = _lowering.selected_tap(lax.stop_gradient(x), spec, "max")
   tap = jnp.broadcast_to(tap.astype(_INDEX), values.shape)
   if spec.symbolic:

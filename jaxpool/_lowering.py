@@ -992,33 +992,41 @@ def _compact_selection(x: jax.Array, spec: WindowSpec,
   """The max/min of each window and the flat plane position PyTorch picks.
 
   One variadic ``reduce_window`` over ``(value, position)`` pairs. Its
-  combiner keeps the better pair by PyTorch's rule, a total order, so it is
-  associative and commutative: any NaN beats any number, the later of two
-  NaNs wins, the larger (max) or smaller (min) number wins, and of equal
-  numbers the earlier position, which is the earlier tap in row-major window
-  order. The padding, ``(identity, _NOWHERE)``, loses every tie, so an
+  combiner keeps the better pair by PyTorch's rule (:func:`beats`), a total
+  order, so it is associative and commutative; of equal numbers the earlier
+  position is the earlier tap in row-major window order. The padding, ``(identity, _NOWHERE)``, loses every tie, so an
   all-``-inf`` window picks its first element inside the input; a window
   wholly in the padding gets ``_NOWHERE``. The values are in
   ``_compute_dtype(x.dtype)``.
   """
   v = x.astype(_compute_dtype(x.dtype))
   position = jnp.broadcast_to(_plane_positions(spec), v.shape)
-  better = lax.gt if op == "max" else lax.lt
-  inexact = jnp.issubdtype(v.dtype, jnp.inexact)
 
   def combine(a, b):
-    (va, ia), (vb, ib) = a, b
-    take = better(vb, va) | (lax.eq(vb, va) & lax.lt(ib, ia))
-    if inexact:
-      a_nan, b_nan = lax.ne(va, va), lax.ne(vb, vb)
-      take = lax.select(a_nan, b_nan & lax.gt(ib, ia), take | b_nan)
-    return lax.select(take, vb, va), lax.select(take, ib, ia)
+    take = beats(b, a, op)
+    return lax.select(take, b[0], a[0]), lax.select(take, b[1], a[1])
 
   return lax.reduce_window(
       (v, position), (identity(v.dtype, op), _NOWHERE), combine,
       spec.full(spec.window, 1), spec.full(spec.strides, 1),
       spec.full(spec.total_padding, (0, 0)),
       window_dilation=spec.full(spec.dilation, 1))
+
+
+def beats(new: tuple[jax.Array, jax.Array], old: tuple[jax.Array, jax.Array],
+          op: str) -> jax.Array:
+  """Whether ``(value, position)`` pair ``new`` beats ``old`` by PyTorch's
+  rule for ``op`` ("max" or "min"), a total order: any NaN beats any
+  number, the later of two NaNs wins, the larger (max) or smaller (min)
+  number wins, and of equal numbers the earlier position. The best of a
+  union of sets is the best of their bests."""
+  (vb, ib), (va, ia) = new, old
+  better = lax.gt if op == "max" else lax.lt
+  take = better(vb, va) | (lax.eq(vb, va) & lax.lt(ib, ia))
+  if jnp.issubdtype(vb.dtype, jnp.inexact):
+    a_nan, b_nan = lax.ne(va, va), lax.ne(vb, vb)
+    take = lax.select(a_nan, b_nan & lax.gt(ib, ia), take | b_nan)
+  return take
 
 
 def _position_to_tap(position: jax.Array, spec: WindowSpec) -> jax.Array:

@@ -15,7 +15,7 @@ from jax.typing import ArrayLike
 
 from jaxpool import _lowering, _plan_table
 from jaxpool._adaptive import Bins, bin_pool, spatial_rank, spatial_sizes
-from jaxpool._indices import _flat_index
+from jaxpool._indices import max_with_indices
 from jaxpool._pooling import accumulation_dtype, max_pool
 from jaxpool._sharding import partitioned
 from jaxpool._spec import (MAX_SIZE, check_plane, int_tuple, is_symbolic,
@@ -210,14 +210,12 @@ def _max_levels(x: jax.Array, *, level_bins: Sequence[Sequence[Bins]],
   # Its bins are windows: the same maxima and derivative as bin_pool's,
   # as one reduce_window where the table says (the other levels read it;
   # not in half precision, where XLA:CPU's reduce_window is 3x slower).
+  # Where each maximum is, for the derivative (dropped without one).
   wide, _ = accumulation_dtype(x.dtype)
-  values = _lowering.window_reduce(
-      x, spec, "max",
+  values, positions = max_with_indices(
+      x, spec,
       shared=lambda p: _plan_table.parameters(p)["pyramid_nested"] == 2
       and wide == x.dtype)
-  # Where each maximum is, for the derivative (dropped without one).
-  _, tap = _lowering.selected_tap(lax.stop_gradient(x), spec, "max")
-  positions = _flat_index(jnp.broadcast_to(tap, values.shape), spec)
   pooled = []
   for i, bins in enumerate(level_bins):
     runs = tuple(_nesting(f, c) for f, c in zip(level_bins[fine], bins))
@@ -258,11 +256,9 @@ def _nested_max(values: jax.Array, positions: jax.Array,
 @_nested_max.defjvp
 def _nested_max_jvp(axes, runs, primals, tangents):
   # PyTorch's element of a bin (the last NaN, else the first maximum in
-  # row-major order) is the greatest under a total order of (value,
-  # position) pairs: any NaN beats any number, the later of two NaNs wins,
-  # the larger number wins, and of equal numbers the earlier position.
-  # The greatest of a union is the greatest of its parts' greatest, dim
-  # by dim; the tangent is the chosen part's.
+  # row-major order) is the best (value, position) pair by _lowering.beats,
+  # a total order: the best of a union is the best of its parts' bests,
+  # dim by dim; the tangent is the chosen part's.
   values, positions = primals
   v, p, t = values, positions, tangents[0]
   for axis, dim_runs in zip(axes, runs):
@@ -270,20 +266,12 @@ def _nested_max_jvp(axes, runs, primals, tangents):
     for vs, ps, ts in zip(*(_runs_of(a, axis, dim_runs) for a in (v, p, t))):
       bv, bp, bt = vs[0], ps[0], ts[0]
       for pv, pp, pt in zip(vs[1:], ps[1:], ts[1:]):
-        take = _beats((pv, pp), (bv, bp))
+        take = _lowering.beats((pv, pp), (bv, bp), "max")
         bv, bp, bt = (jnp.where(take, pv, bv), jnp.where(take, pp, bp),
                       jnp.where(take, pt, bt))
       chosen.append((bv, bp, bt))
     v, p, t = (jnp.concatenate(parts, axis=axis) for parts in zip(*chosen))
   return _nested_max(values, positions, axes, runs), t
-
-
-def _beats(new, old) -> jax.Array:
-  """Whether ``(value, position)`` pair ``new`` beats ``old`` by PyTorch's
-  rule (see :func:`_nested_max_jvp`)."""
-  (v, p), (w, q) = new, old
-  return jnp.where(w != w, (v != v) & (p > q),
-                   (v != v) | (v > w) | ((v == w) & (p < q)))
 
 
 def _same_max_pool(x: jax.Array, window: tuple[int, ...],
